@@ -1,0 +1,50 @@
+"""Response models. Built with model_construct from numpy arrays (already computed and
+checked, so not validated again) and serialised by orjson; they also document the shapes."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .base import Matrix, Vector
+
+
+class ForwardOut(BaseModel):
+    outputs: Matrix = Field(description="T×N: ŷ_t = f_y(U h_t + b_y)")
+    hidden: Matrix = Field(description="T×H: h_t")
+    loss: float | None = Field(description="L, or null without targets")
+    step_losses: list[float | None] = Field(description="L_t (reduction applied), null where unscored")
+
+
+class GradientsOut(BaseModel):
+    V: Matrix
+    W: Matrix
+    U: Matrix
+    b_h: Vector
+    b_y: Vector
+    h_init: Vector
+
+
+class BPTTOut(BaseModel):
+    b_h_by_step: Matrix = Field(description="T×H: row t is ∂L_t/∂b_h; rows sum to gradients.b_h")
+    hidden_grad_norms: Vector = Field(description="T: ‖∂L/∂h_t‖₂ (total derivative)")
+    b_h_terms: list[Matrix] | None = Field(None, description="T×T×H, only if included")
+    jacobian_norms: list[list[float | None]] | None = Field(
+        None, description="T×T, only if included; null for k > t")
+
+
+class GradientsResponse(ForwardOut):
+    gradients: GradientsOut
+    bptt: BPTTOut
+
+
+def dump(model: BaseModel, exclude_none_fields: tuple[str, ...] = ()) -> dict:
+    """A shallow dict of a constructed model (numpy arrays stay arrays for orjson), without
+    the optional fields that were not asked for."""
+    out = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            value = dump(value, exclude_none_fields)
+        if value is None and name in exclude_none_fields:
+            continue
+        out[name] = value
+    return out

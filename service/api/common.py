@@ -1,0 +1,55 @@
+"""What every compute view shares: read the body, build the engine's problem, refuse
+non-finite results."""
+from __future__ import annotations
+
+import numpy as np
+from flask import current_app, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from schemas.base import parse
+from schemas.errors import RequestInvalid
+from schemas.problem import ProblemArrays
+
+from .. import config
+from ..engine.rnn import Problem, Weights
+
+
+def body(model):
+    """The request body validated as `model` (415 unless JSON, 413 over the body limit)."""
+    mime = request.mimetype or ""
+    if not (mime == "application/json" or mime.endswith("+json")):
+        raise UnsupportedMediaType(f"send the body as application/json, not {mime or 'nothing'}")
+    return parse(model, request.get_data(cache=False))
+
+
+def limits():
+    return config.limits(current_app.config)
+
+
+def engine_problem(p: ProblemArrays) -> Problem:
+    return Problem(weights=Weights(p.V, p.W, p.U, p.b_h, p.b_y, p.h_init),
+                   hidden_activation=p.hidden_activation, output_activation=p.output_activation,
+                   inputs=p.inputs, tokens=p.tokens, targets=p.targets, scored=p.scored,
+                   loss=p.loss, reduction=p.reduction)
+
+
+def ensure_finite(**results) -> None:
+    """422 naming the first non-finite entry: a result that overflowed float64."""
+    for name, value in results.items():
+        if value is None:
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            index = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
+            at = name + "".join(f"[{int(i)}]" for i in index)
+            raise RequestInvalid([("/model/weights",
+                                   f"the result overflowed: {at} is not finite in float64; "
+                                   "smaller weights, inputs or a shorter sequence would fit")])
+
+
+def step_list(values: np.ndarray | None, scored: np.ndarray | None):
+    """Per-step losses as a list with null on unscored steps."""
+    if values is None:
+        return None
+    return [float(v) if s else None for v, s in zip(values, scored)]

@@ -1,0 +1,67 @@
+"""POST /v1/forward and POST /v1/gradients."""
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint
+
+from schemas.errors import LimitExceeded, WorkBudgetExceeded
+from schemas.problem import ForwardIn, GradientsIn
+from schemas.responses import BPTTOut, ForwardOut, GradientsOut, GradientsResponse, dump
+
+from ..engine import rnn
+from .common import body, engine_problem, ensure_finite, limits, step_list
+
+bp = Blueprint("compute", __name__)
+
+
+def forward_fields(cache: rnn.Cache) -> dict:
+    p = cache.problem
+    ensure_finite(outputs=cache.yhat, hidden=cache.h, loss=cache.loss)
+    return dict(outputs=cache.yhat, hidden=cache.h,
+                loss=None if cache.loss is None else float(cache.loss),
+                step_losses=step_list(cache.step_losses, p.scored) if p.has_loss else [None] * p.T)
+
+
+@bp.post("/v1/forward")
+def forward():
+    req = body(ForwardIn)
+    problem = engine_problem(req.arrays(limits(), targets_required=False))
+    with np.errstate(all="ignore"):
+        cache = rnn.forward(problem)
+    return dump(ForwardOut.model_construct(**forward_fields(cache)))
+
+
+def check_gradients_work(req: GradientsIn, p: rnn.Problem) -> None:
+    lim = limits()
+    if req.include and p.T * p.T * p.H > lim.max_bptt_terms:
+        raise LimitExceeded(f"include {req.include} needs T²·H = {p.T * p.T * p.H:,} numbers, "
+                            f"over the limit of {lim.max_bptt_terms:,}", "/include")
+    work = rnn.estimate_work(p.T, p.H, p.D, p.N, truncate=req.truncate, include=tuple(req.include),
+                             dense_inputs=p.inputs is not None)
+    if work > lim.max_work:
+        raise WorkBudgetExceeded(
+            f"this request needs about {work:.3g} multiply-adds, over the budget of "
+            f"{lim.max_work:.3g}; drop include, set truncate, or send a shorter sequence")
+
+
+@bp.post("/v1/gradients")
+def gradients():
+    req = body(GradientsIn)
+    problem = engine_problem(req.arrays(limits()))
+    check_gradients_work(req, problem)
+    with np.errstate(all="ignore"):
+        cache = rnn.forward(problem)
+        fields = forward_fields(cache)
+        grads = rnn.backward(cache, req.truncate)
+        bptt = rnn.bptt_diagnostics(cache, req.truncate, tuple(req.include))
+    ensure_finite(**{f"gradients.{k}": v for k, v in grads.as_dict().items()},
+                  **{f"bptt.{k}": v for k, v in vars(bptt).items() if k != "jacobian_norms"})
+    if bptt.jacobian_norms is not None:
+        lower = np.tri(problem.T, dtype=bool)          # entries with k > t are null, not NaN
+        ensure_finite(**{"bptt.jacobian_norms": np.where(lower, bptt.jacobian_norms, 0.0)})
+        bptt.jacobian_norms = [[None if k > t else float(v) for k, v in enumerate(row)]
+                               for t, row in enumerate(bptt.jacobian_norms)]
+    out = GradientsResponse.model_construct(
+        **fields, gradients=GradientsOut.model_construct(**grads.as_dict()),
+        bptt=BPTTOut.model_construct(**vars(bptt)))
+    return dump(out, exclude_none_fields=("b_h_terms", "jacobian_norms"))

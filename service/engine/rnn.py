@@ -1,0 +1,375 @@
+"""The lecture's vanilla RNN, forward and backpropagation through time, in plain numpy.
+
+    a_t = V x_t + W h_{t-1} + b_h      h_t = f_h(a_t)
+    z_t = U h_t + b_y                  y^_t = f_y(z_t)        L = sum_t L_t(y^_t, y_t)
+
+The forward pass runs on float64 or complex128 arrays (complex step differentiation) and
+on weights with a leading batch axis (many perturbed models at once); backward is float64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HIDDEN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
+LOSSES = ("cross_entropy", "binary_cross_entropy", "squared_error")
+DEFAULT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy",
+                "identity": "squared_error"}
+# loss -> the output activations it is defined for (None: any)
+LOSS_NEEDS = {"cross_entropy": ("softmax",), "binary_cross_entropy": ("sigmoid",),
+              "squared_error": None}
+PARAMETERS = ("V", "W", "U", "b_h", "b_y", "h_init")
+
+
+@dataclass
+class Weights:
+    V: np.ndarray       # H x D
+    W: np.ndarray       # H x H
+    U: np.ndarray       # N x H
+    b_h: np.ndarray     # H
+    b_y: np.ndarray     # N
+    h_init: np.ndarray  # H (zeros when the caller gave none)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in PARAMETERS}
+
+    def replace(self, **arrays) -> "Weights":
+        return Weights(**{**self.as_dict(), **arrays})
+
+
+@dataclass
+class Problem:
+    """One RNN and one sequence. `targets` is T x N (class indices are stored one-hot);
+    `scored[t]` is False where the caller gave a null target (or no targets at all)."""
+    weights: Weights
+    hidden_activation: str = "tanh"
+    output_activation: str = "softmax"
+    inputs: np.ndarray | None = None   # T x D dense inputs, or
+    tokens: np.ndarray | None = None   # T ints: x_t = onehot(tokens[t])
+    targets: np.ndarray | None = None  # T x N, or None (forward only)
+    scored: np.ndarray | None = None   # T bools
+    loss: str | None = None
+    reduction: str = "sum"
+
+    @property
+    def T(self) -> int:
+        return len(self.tokens) if self.tokens is not None else self.inputs.shape[0]
+
+    @property
+    def H(self) -> int:
+        return self.weights.W.shape[-1]
+
+    @property
+    def D(self) -> int:
+        return self.weights.V.shape[-1]
+
+    @property
+    def N(self) -> int:
+        return self.weights.U.shape[-2]
+
+    @property
+    def has_loss(self) -> bool:
+        return self.targets is not None
+
+    def loss_scale(self) -> float:
+        """What each scored L_t is multiplied by in L: 1 for sum, 1/#scored for mean."""
+        return 1.0 / max(int(self.scored.sum()), 1) if self.reduction == "mean" else 1.0
+
+
+# --- activations: f(a) and f'(a) written with the output h = f(a), so backward needs no a ---
+
+def sigmoid(x):
+    if np.iscomplexobj(x):            # tanh is analytic and stable for complex arguments
+        return 0.5 + 0.5 * np.tanh(0.5 * x)
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def hidden(name: str, a):
+    if name == "tanh":
+        return np.tanh(a)
+    if name == "sigmoid":
+        return sigmoid(a)
+    if name == "relu":
+        return np.where(a.real > 0, a, 0)
+    return a
+
+
+def hidden_slope(name: str, a, h):
+    """f_h'(a) elementwise; relu's derivative is 0 at 0."""
+    if name == "tanh":
+        return 1.0 - h * h
+    if name == "sigmoid":
+        return h * (1.0 - h)
+    if name == "relu":
+        return (a.real > 0).astype(a.dtype)
+    return np.ones_like(a)
+
+
+def logsumexp(z):
+    m = np.max(z.real, axis=-1, keepdims=True)   # a constant shift keeps it analytic
+    return m[..., 0] + np.log(np.sum(np.exp(z - m), axis=-1))
+
+
+def softplus(z):
+    """log(1 + e^z) without overflow; analytic in z for complex step."""
+    m = np.maximum(z.real, 0.0)
+    return m + np.log(np.exp(-m) + np.exp(z - m))
+
+
+def output(name: str, z):
+    if name == "softmax":
+        return np.exp(z - logsumexp(z)[..., None])
+    if name == "sigmoid":
+        return sigmoid(z)
+    return z
+
+
+def step_losses(loss: str, output_activation: str, z, y):
+    """L_t for every step (and batch item), computed from the logits z."""
+    if loss == "cross_entropy":                      # -log softmax(z)[y], y one-hot
+        return logsumexp(z) - np.sum(y * z, axis=-1)
+    if loss == "binary_cross_entropy":               # -y log s(z) - (1-y) log(1-s(z))
+        return np.sum(softplus(z) - y * z, axis=-1)
+    r = output(output_activation, z) - y
+    return 0.5 * np.sum(r * r, axis=-1)
+
+
+def loss_grad_z(loss: str, output_activation: str, z, yhat, y):
+    """dL_t/dz_t for every step (float64, no batch axis)."""
+    if loss in ("cross_entropy", "binary_cross_entropy"):
+        return yhat - y
+    r = yhat - y                                     # dL_t/dy^_t
+    if output_activation == "softmax":
+        return yhat * (r - np.sum(r * yhat, axis=-1, keepdims=True))
+    if output_activation == "sigmoid":
+        return r * yhat * (1.0 - yhat)
+    return r
+
+
+# --- forward ---
+
+def _mv(M, v):
+    """M v for a matrix or a batch of matrices M and a vector or batch of vectors v."""
+    if M.ndim == 2:
+        return v @ M.T
+    return np.einsum("...ij,...j->...i", M, v)
+
+
+def input_drive(problem: Problem, V) -> np.ndarray:
+    """V x_t for every t: T x (batch) x H."""
+    if problem.tokens is not None:
+        return np.moveaxis(V[..., problem.tokens], -1, 0)   # columns of V, no one-hot product
+    return np.moveaxis(_mv(V[..., None, :, :], problem.inputs), -2, 0) if V.ndim == 3 \
+        else problem.inputs @ V.T
+
+
+@dataclass
+class Cache:
+    """What backward needs: every pre-activation and hidden state, and the outputs."""
+    problem: Problem
+    a: np.ndarray            # T x (batch) x H
+    h: np.ndarray            # T x (batch) x H
+    z: np.ndarray            # T x (batch) x N
+    yhat: np.ndarray         # T x (batch) x N
+    step_losses: np.ndarray | None = None   # T x (batch); 0 on unscored steps, reduction applied
+    loss: np.ndarray | float | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def forward(problem: Problem, weights: Weights | None = None) -> Cache:
+    """Run the RNN. `weights` overrides problem.weights (possibly batched or complex)."""
+    w = weights or problem.weights
+    drive = input_drive(problem, w.V)
+    batch = np.broadcast_shapes(*(x.shape[:-1] for x in (w.b_h, w.h_init)),
+                                w.W.shape[:-2], w.V.shape[:-2], drive.shape[1:-1])
+    dtype = np.result_type(*w.as_dict().values(), drive)
+    T, H = problem.T, w.W.shape[-1]
+    a = np.empty((T, *batch, H), dtype=dtype)
+    h = np.empty_like(a)
+    h_prev = w.h_init
+    for t in range(T):
+        a[t] = drive[t] + _mv(w.W, h_prev) + w.b_h
+        h[t] = h_prev = hidden(problem.hidden_activation, a[t])
+    z = _mv(w.U, h) + w.b_y
+    cache = Cache(problem, a, h, z, output(problem.output_activation, z))
+    if problem.has_loss:
+        y = problem.targets.reshape(T, *([1] * len(batch)), -1)
+        per_step = step_losses(problem.loss, problem.output_activation, z, y)
+        mask = problem.scored.reshape(T, *([1] * len(batch)))
+        cache.step_losses = np.where(mask, per_step, 0) * problem.loss_scale()
+        cache.loss = cache.step_losses.sum(axis=0)
+    return cache
+
+
+def loss(problem: Problem, weights: Weights | None = None):
+    """L for the problem (a number, or one per batch item)."""
+    return forward(problem, weights).loss
+
+
+# --- backward ---
+
+@dataclass
+class Gradients:
+    V: np.ndarray
+    W: np.ndarray
+    U: np.ndarray
+    b_h: np.ndarray
+    b_y: np.ndarray
+    h_init: np.ndarray
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in PARAMETERS}
+
+
+def output_grads(cache: Cache):
+    """dL/dz_t (T x N, reduction and null targets applied) and the immediate dL_t/dh_t (T x H)."""
+    p = cache.problem
+    dz = loss_grad_z(p.loss, p.output_activation, cache.z, cache.yhat, p.targets)
+    dz = dz * (p.scored[:, None] * p.loss_scale())
+    return dz, dz @ p.weights.U
+
+
+def _input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
+    """dL/dV from dL/da_t (T x H)."""
+    if problem.tokens is not None:
+        dV = np.zeros((da.shape[1], problem.D))
+        np.add.at(dV.T, problem.tokens, da)
+        return dV
+    return da.T @ problem.inputs
+
+
+def _h_prev(cache: Cache) -> np.ndarray:
+    return np.concatenate([cache.problem.weights.h_init[None], cache.h[:-1]])
+
+
+def backward(cache: Cache, truncate: int | None = None) -> Gradients:
+    """dL/dθ by BPTT. `truncate` K keeps only the terms of L_t through a_k with t - k < K."""
+    p, w = cache.problem, cache.problem.weights
+    dz, dh_out = output_grads(cache)
+    slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
+    if truncate is None or truncate >= p.T:
+        da = np.empty_like(cache.a)
+        carry = np.zeros(p.H)                     # dL/dh_t arriving from step t+1
+        for t in reversed(range(p.T)):
+            da[t] = (dh_out[t] + carry) * slope[t]
+            carry = da[t] @ w.W
+        dh_init = carry
+    else:
+        da, dh_init = windowed_chain(dh_out, slope, w.W, truncate)[:2]
+    return Gradients(V=_input_grad(p, da), W=da.T @ _h_prev(cache), U=dz.T @ cache.h,
+                     b_h=da.sum(axis=0), b_y=dz.sum(axis=0), h_init=dh_init)
+
+
+def windowed_chain(dh_out, slope, W, window=None, keep_terms=False):
+    """Backpropagate every L_t on its own, as rows of one matrix, through at most `window` steps.
+
+    Row t of G is dL_t/dh_k while k runs from T-1 down to 0. Returns dL/da_k summed over t
+    (T x H), dL/dh_init, dL_t/db_h by step t (T x H), ||dL/dh_k|| (T), and, if asked, the
+    lecture's unrolled terms dL_t/da_k (T x T x H). Cost T x window x H^2.
+    """
+    T, H = dh_out.shape
+    window = T if window is None else min(window, T)
+    G = np.zeros((T, H))
+    da = np.empty((T, H))
+    by_step = np.zeros((T, H))
+    norms = np.empty(T)
+    terms = np.zeros((T, T, H)) if keep_terms else None
+    for k in reversed(range(T)):
+        G[k] = dh_out[k]
+        rows = slice(k, min(k + window, T))          # the L_t that still reach step k
+        norms[k] = np.linalg.norm(G[rows].sum(axis=0))
+        term = G[rows] * slope[k]                    # dL_t/da_k = dL_t/dh_k . dh_k/db_h
+        by_step[rows] += term
+        if keep_terms:
+            terms[rows, k] = term
+        da[k] = term.sum(axis=0)
+        G[rows] = term @ W                           # dL_t/dh_{k-1}
+    dh_init = G[:window].sum(axis=0)
+    return da, dh_init, by_step, norms, terms
+
+
+def b_h_by_step_forward_mode(dh_out, slope, W):
+    """dL_t/db_h for every t by forward-mode Jacobians J_t = dh_t/db_h: cost T x H^3,
+    cheaper than the T^2 x H^2 chain when T > H (full BPTT only)."""
+    T, H = dh_out.shape
+    J = np.zeros((H, H))
+    out = np.empty((T, H))
+    for t in range(T):
+        J = slope[t][:, None] * (W @ J + np.eye(H))
+        out[t] = dh_out[t] @ J
+    return out
+
+
+def hidden_grad_norms(dh_out, slope, W) -> np.ndarray:
+    """||dL/dh_t||, the total derivative, for full BPTT in O(T H^2)."""
+    T, H = dh_out.shape
+    norms = np.empty(T)
+    carry = np.zeros(H)
+    for t in reversed(range(T)):
+        dh = dh_out[t] + carry
+        norms[t] = np.linalg.norm(dh)
+        carry = (dh * slope[t]) @ W
+    return norms
+
+
+def jacobian_norms(cache: Cache) -> np.ndarray:
+    """||prod_{i=k+1..t} dh_i/dh_{i-1}||_2 for k <= t (1 on the diagonal), NaN above it
+    (the API turns those into null)."""
+    p = cache.problem
+    slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
+    T, H = p.T, p.H
+    out = np.full((T, T), np.nan)
+    for k in range(T):
+        P = np.eye(H)
+        products = [P]
+        for t in range(k + 1, T):
+            P = slope[t][:, None] * (p.weights.W @ P)   # dh_t/dh_{t-1} = diag(f'(a_t)) W
+            products.append(P)
+        out[k:, k] = np.linalg.svd(np.stack(products), compute_uv=False)[:, 0]
+    return out
+
+
+@dataclass
+class BPTT:
+    b_h_by_step: np.ndarray
+    hidden_grad_norms: np.ndarray
+    b_h_terms: np.ndarray | None = None
+    jacobian_norms: np.ndarray | None = None
+
+
+def bptt_diagnostics(cache: Cache, truncate: int | None = None,
+                     include: tuple[str, ...] = ()) -> BPTT:
+    """The per-step view of BPTT that the lecture draws: dL_t/db_h per t, ||dL/dh_t||,
+    the unrolled terms and the Jacobian products' norms."""
+    p = cache.problem
+    _, dh_out = output_grads(cache)
+    slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
+    full = truncate is None or truncate >= p.T
+    want_terms = "b_h_terms" in include
+    if full and not want_terms and p.T > p.H:
+        out = BPTT(b_h_by_step_forward_mode(dh_out, slope, p.weights.W),
+                   hidden_grad_norms(dh_out, slope, p.weights.W))
+    else:
+        _, _, by_step, norms, terms = windowed_chain(dh_out, slope, p.weights.W, truncate,
+                                                     keep_terms=want_terms)
+        out = BPTT(by_step, norms, terms)
+    if "jacobian_norms" in include:
+        out.jacobian_norms = jacobian_norms(cache)
+    return out
+
+
+def estimate_work(T: int, H: int, D: int, N: int, *, truncate: int | None = None,
+                  include: tuple[str, ...] = (), dense_inputs: bool = True) -> float:
+    """Multiply-adds a /v1/gradients request will cost, for the work limit (a rough count)."""
+    step = H * H + N * H + (D * H if dense_inputs else H)
+    work = 3.0 * T * step                                   # forward + backward
+    window = T if truncate is None else min(truncate, T)
+    chain = T * window * H * H
+    if window == T and "b_h_terms" not in include:
+        chain = min(chain, T * H ** 3)
+    work += chain
+    if "jacobian_norms" in include:
+        work += T * T / 2 * H ** 3 * 4                       # products plus their SVDs
+    return work

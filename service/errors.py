@@ -1,0 +1,41 @@
+"""One place that turns every error into an RFC 9457 application/problem+json body."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from schemas.errors import ApiProblem
+
+from .jsonio import dumps
+
+log = logging.getLogger("service")
+PROBLEM = "application/problem+json"
+
+
+def problem_response(status: int, title: str, detail: str, type_: str = "about:blank",
+                     errors: list | None = None, headers=None) -> Response:
+    body = {"type": type_, "title": title, "status": status, "detail": detail,
+            "instance": request.path}
+    if errors is not None:
+        body["errors"] = errors
+    return Response(dumps(body), status=status, mimetype=PROBLEM, headers=headers)
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiProblem)
+    def api_problem(e: ApiProblem):
+        return problem_response(e.status, e.title, e.detail, e.type, e.errors)
+
+    @app.errorhandler(HTTPException)
+    def http_exception(e: HTTPException):
+        # keep headers such as Allow (405); drop the HTML body's own content headers
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() not in ("content-type", "content-length")]
+        return problem_response(e.code or 500, e.name, e.description or e.name, headers=headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):
+        log.exception("unhandled error on %s", request.path)
+        return problem_response(500, "Internal Server Error",
+                                "the server failed to answer this request; it has been logged")
