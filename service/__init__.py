@@ -33,7 +33,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         return response
 
     errors.register(app)
+    from . import observability
+    observability.init_app(app)
     from .api import compute, health
     app.register_blueprint(health.bp)
     app.register_blueprint(compute.bp)
+    from .api import docs
+    app.register_blueprint(docs.bp)
     return app

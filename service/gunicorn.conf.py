@@ -1,5 +1,8 @@
 """gunicorn settings for `make run` and the container: sync workers, one BLAS thread each."""
 import os
+import signal
+import tempfile
+from pathlib import Path
 
 # numpy reads these when it is first imported, which happens in the workers, after this file
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -15,6 +18,39 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 wsgi_app = "service:create_app()"
+
+# prometheus-client multiprocess mode: each worker writes its samples under this directory and
+# /metrics aggregates them. Set before the workers import prometheus_client (they inherit it).
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                                          or tempfile.mkdtemp(prefix="rnn-metrics-"))
+
+
+def on_starting(server):
+    # samples left by an earlier run would be counted again: start from an empty directory
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # SIGTERM: /readyz answers 503 from now on, then gunicorn's own handler stops the worker
+    # gracefully (the request in flight finishes)
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        from service import lifecycle
+        lifecycle.begin_shutdown()
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)
 
 
 def worker_int(worker):

@@ -3,14 +3,14 @@ non-finite results."""
 from __future__ import annotations
 
 import numpy as np
-from flask import current_app, request
+from flask import current_app, has_request_context, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from schemas.base import parse
 from schemas.errors import RequestInvalid
 from schemas.problem import ProblemArrays
 
-from .. import config
+from .. import config, observability
 from ..engine.rnn import Problem, Weights
 
 
@@ -27,10 +27,14 @@ def limits():
 
 
 def engine_problem(p: ProblemArrays) -> Problem:
-    return Problem(weights=Weights(p.V, p.W, p.U, p.b_h, p.b_y, p.h_init),
-                   hidden_activation=p.hidden_activation, output_activation=p.output_activation,
-                   inputs=p.inputs, tokens=p.tokens, targets=p.targets, scored=p.scored,
-                   loss=p.loss, reduction=p.reduction)
+    problem = Problem(weights=Weights(p.V, p.W, p.U, p.b_h, p.b_y, p.h_init),
+                      hidden_activation=p.hidden_activation, output_activation=p.output_activation,
+                      inputs=p.inputs, tokens=p.tokens, targets=p.targets, scored=p.scored,
+                      loss=p.loss, reduction=p.reduction)
+    if has_request_context():        # sizes for the access log and the metrics
+        observability.mark_compute_start(
+            {"T": problem.T, "H": problem.H, "D": problem.D, "N": problem.N})
+    return problem
 
 
 def ensure_finite(**results) -> None:
