@@ -8,7 +8,7 @@ PORT ?= 8000
 WEB_CONCURRENCY ?= 2
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: install install-test run test bench clean
+.PHONY: install install-test system-deps run test bench clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ run: install
 	HOST=$(HOST) PORT=$(PORT) WEB_CONCURRENCY=$(WEB_CONCURRENCY) \
 	  $(VENV)/bin/gunicorn -c service/gunicorn.conf.py
 
-test: install-test
+# Debian packages the deployment tests drive (nginx in front of gunicorn, docker-compose config,
+# wrk for load); installed only when missing. CI runs as root; elsewhere run `sudo make system-deps`.
+SYSTEM_BINARIES := nginx docker-compose wrk
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx docker-compose wrk; \
+	fi
+
+test: system-deps install-test
 	$(PY) -m pytest -q
 
 clean:
