@@ -38,6 +38,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api import compute, health
     app.register_blueprint(health.bp)
     app.register_blueprint(compute.bp)
+    from .api import grade
+    app.register_blueprint(grade.bp)
     from .api import docs
     app.register_blueprint(docs.bp)
     return app

@@ -1,0 +1,55 @@
+"""POST /v1/grade (a submission checked against the reference) and POST /v1/problems."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from flask import Blueprint, current_app
+
+from schemas.errors import WorkBudgetExceeded
+from schemas.grade import GradeIn
+from schemas.problems import ProblemsIn
+
+from ..engine import grade as grading
+from ..engine import problems, rnn
+from .common import body, engine_problem, ensure_finite, limits
+
+bp = Blueprint("grade", __name__)
+
+
+@bp.post("/v1/grade")
+def grade():
+    req = body(GradeIn)
+    problem = engine_problem(req.arrays(limits()))
+    submitted = req.submitted()
+    lim = limits()
+    work = rnn.estimate_work(problem.T, problem.H, problem.D, problem.N,
+                             dense_inputs=problem.inputs is not None)
+    if work > lim.max_work:
+        raise WorkBudgetExceeded(f"grading this problem needs about {work:.3g} multiply-adds, over "
+                                 f"the budget of {lim.max_work:.3g}; send a shorter sequence")
+    tol = req.tolerance
+    with np.errstate(all="ignore"):
+        expected = grading.reference(problem, [f for f in grading.FIELDS if f in submitted])
+        ensure_finite(**expected[1])
+        result = grading.grade(problem, submitted, tol.rtol, tol.atol, lim.max_bptt_terms,
+                               lim.max_work, expected=expected)
+    if req.format == "gradescope":
+        return grading.gradescope(result)
+    return {"passed": result.passed, "score": result.score,
+            "checks": [check_json(c) for c in result.checks]}
+
+
+def check_json(check: grading.Check) -> dict:
+    """A check as GradeOut documents it: `window` and `factor` only on the diagnosis that has them."""
+    out = dataclasses.asdict(check)
+    if out["diagnosis"]:
+        out["diagnosis"] = {k: v for k, v in out["diagnosis"].items() if v is not None}
+    return out
+
+
+@bp.post("/v1/problems")
+def make_problem():
+    req = body(ProblemsIn)
+    spec = problems.ProblemSpec(**req.spec_fields(limits(), current_app.config["MAX_CONTENT_LENGTH"]))
+    return problems.generate(spec)
