@@ -1,15 +1,17 @@
 """Parsing a request body into a Pydantic model, with every error as a JSON Pointer."""
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+import base64
+import binascii
+from typing import Annotated, ClassVar, Literal, TypeVar, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
+from pydantic_core import PydanticCustomError
 
 from .errors import LimitExceeded, MalformedJSON, RequestInvalid, pointer
 
-Vector = list[float]
-Matrix = list[list[float]]
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
@@ -18,6 +20,68 @@ class StrictModel(BaseModel):
     fields are rejected, so a typo never passes silently."""
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid",
                               frozen=True)
+
+
+class BinaryArray(StrictModel):
+    """A float64 array as base64 of its little-endian bytes, row-major: large arrays skip
+    decimal text. Validated into a numpy array (so a field holds a list or an ndarray)."""
+    ndim: ClassVar[int] = 0
+    dtype: Literal["float64"] = Field(description="only float64")
+    shape: list[Annotated[int, Field(ge=0)]] = Field(description="e.g. [H, D] for a matrix")
+    data: str = Field(description="base64 (RFC 4648) of the little-endian float64 values")
+
+    @field_validator("shape")
+    @classmethod
+    def _rank(cls, shape: list[int]) -> list[int]:
+        if len(shape) != cls.ndim:
+            kind = "vector" if cls.ndim == 1 else "matrix"
+            raise PydanticCustomError("binary_shape", f"a {kind} needs a shape of {cls.ndim} "
+                                                      f"entr{'y' if cls.ndim == 1 else 'ies'}, got {len(shape)}")
+        return shape
+
+    @field_validator("data")
+    @classmethod
+    def _bytes(cls, data: str, info: ValidationInfo) -> np.ndarray:
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise PydanticCustomError("binary_base64", "must be base64 (RFC 4648, with padding)") from None
+        shape = info.data.get("shape")
+        if shape is None:                        # the shape's own error is already reported
+            return np.empty(0)
+        expected = 8 * int(np.prod(shape, dtype=np.int64))
+        if len(raw) != expected:
+            raise PydanticCustomError(
+                "binary_size", f"holds {len(raw)} bytes; shape {shape} of float64 needs {expected}")
+        values = np.frombuffer(raw, dtype="<f8").astype(np.float64)   # a writable native copy
+        finite = np.isfinite(values)
+        if not finite.all():
+            raise PydanticCustomError(
+                "binary_finite", f"element {int(np.argmin(finite))} (row-major) is not a finite number")
+        return values.reshape(shape)
+
+
+class BinaryVector(BinaryArray):
+    ndim: ClassVar[int] = 1
+
+
+class BinaryMatrix(BinaryArray):
+    ndim: ClassVar[int] = 2
+
+
+def _values(b: BinaryArray) -> np.ndarray:
+    return b.data
+
+
+# A field typed Vector or Matrix holds a list (JSON numbers) or a float64 ndarray (binary).
+# The list comes first so that plain JSON validates exactly as before.
+Vector = Annotated[Union[list[float], Annotated[BinaryVector, AfterValidator(_values)]],
+                   Field(union_mode="left_to_right")]
+Matrix = Annotated[Union[list[list[float]], Annotated[BinaryMatrix, AfterValidator(_values)]],
+                   Field(union_mode="left_to_right")]
+# The union members' names as pydantic puts them in an error's location
+_LIST_BRANCHES = ("list[float]", "list[list[float]]")
+_BINARY_BRANCHES = tuple(f"function-after[_values(), {c.__name__}]" for c in (BinaryVector, BinaryMatrix))
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,12 +117,50 @@ def parse(model: type[M], body: bytes, max_errors: int = 50) -> M:
             raise MalformedJSON(f"the body is not valid JSON: {bad_json[0]['msg']}") from None
         if errors and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
             raise RequestInvalid([("", "the body must be a JSON object")]) from None
-        raise RequestInvalid([_error(e) for e in errors[:max_errors]]) from None
+        raise RequestInvalid([_error(e) for e in _array_errors(errors)[:max_errors]]) from None
+
+
+def _array_errors(errors: list[dict]) -> list[dict]:
+    """Errors inside a Vector or Matrix come from both members of its union: keep the member
+    the caller meant (a JSON array or a binary object) and drop the member's name from the
+    location, so pointers are plain paths into the body."""
+    by_field: dict[tuple, dict[str, list[dict]]] = {}
+    out = []
+    for e in errors:
+        loc = e["loc"]
+        i = next((i for i, part in enumerate(loc) if part in _LIST_BRANCHES + _BINARY_BRANCHES), None)
+        if i is None:
+            out.append(e)
+            continue
+        branch = "list" if loc[i] in _LIST_BRANCHES else "binary"
+        field = by_field.setdefault(loc[:i], {"list": [], "binary": []})
+        if not field["list"] and not field["binary"]:
+            out.append(field)                    # placeholder keeps the errors' order
+        field[branch].append({**e, "loc": loc[:i] + loc[i + 1:]})
+    flat = []
+    for item in out:
+        if "type" in item:
+            flat.append(item)
+            continue
+        at_root = {b: [e for e in es if e["type"] in ("list_type", "model_type")] for b, es in item.items()}
+        if item["list"] and len(at_root["list"]) < len(item["list"]):
+            flat += item["list"]                 # a JSON array with bad entries
+        elif item["binary"] and len(at_root["binary"]) < len(item["binary"]):
+            flat += item["binary"]               # a binary object with bad fields
+        else:
+            loc = (item["list"] or item["binary"])[0]["loc"]
+            flat.append({"type": "array_type", "loc": loc,
+                         "msg": "must be a JSON array of numbers or a binary array object "
+                                '{"dtype": "float64", "shape": [...], "data": "<base64>"}'})
+    return flat
 
 
 def matrix(rows: list[list[float]], where: tuple, errors: list, rows_expected: int | None = None,
            cols_expected: int | None = None, name: str = "") -> np.ndarray | None:
-    """A rectangular float64 array from a list of rows, or None after recording what is wrong."""
+    """A rectangular float64 array from a list of rows (or a decoded binary array), or None
+    after recording what is wrong."""
+    if isinstance(rows, np.ndarray):
+        return _checked_shape(rows, where, errors, (rows_expected, cols_expected), name)
     if not rows:
         errors.append((pointer(*where), "must have at least one row"))
         return None
@@ -78,7 +180,23 @@ def matrix(rows: list[list[float]], where: tuple, errors: list, rows_expected: i
     return np.array(rows, dtype=np.float64) if ok else None
 
 
+def _checked_shape(a: np.ndarray, where: tuple, errors: list, expected: tuple, name: str = ""):
+    """A binary array's shape against the expected one (None: any size ≥ 1), errors at the field."""
+    for axis, (got, want) in enumerate(zip(a.shape, expected)):
+        if want is not None and got != want:
+            what = ("rows", "columns")[axis] if a.ndim == 2 else "entries"
+            errors.append((pointer(*where), f"{name or where[-1]} must have {want} {what}, "
+                                            f"got shape {list(a.shape)}"))
+            return None
+        if got == 0:
+            errors.append((pointer(*where), f"shape {list(a.shape)} is empty: every axis needs ≥ 1"))
+            return None
+    return a
+
+
 def vector(values: list[float], where: tuple, errors: list, length: int | None) -> np.ndarray | None:
+    if isinstance(values, np.ndarray):
+        return _checked_shape(values, where, errors, (length,))
     if length is not None and len(values) != length:
         errors.append((pointer(*where), f"must have {length} entries, got {len(values)}"))
         return None

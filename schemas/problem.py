@@ -85,8 +85,8 @@ class ProblemIn(StrictModel):
             errors.append((pointer("loss"), f"{loss} needs output_activation {LOSS_NEEDS[loss]}, "
                                             f"got {out_act}"))
         # sizes first, so limits are checked before large arrays are built
-        H, D, N = len(w.W), (len(w.V[0]) if w.V else 0), len(w.U)
-        T = len(self.tokens) if self.tokens is not None else len(self.inputs or [])
+        H, D, N = len(w.W), _columns(w.V), len(w.U)
+        T = len(self.tokens) if self.tokens is not None else len(self.inputs if self.inputs is not None else [])
         for value, name, where in ((T, "T (sequence length)", "/inputs" if self.inputs is not None else "/tokens"),
                                    (H, "H (hidden size)", "/model/weights/W"),
                                    (D, "D (input size)", "/model/weights/V"),
@@ -126,6 +126,13 @@ class ProblemIn(StrictModel):
         return ProblemArrays(V, W, U, b_h, b_y, h_init, self.model.hidden_activation, out_act,
                              inputs, tokens, targets, scored, loss if targets is not None else None,
                              self.reduction)
+
+
+def _columns(m) -> int:
+    """Columns of a matrix given as a list of rows or as a decoded binary array."""
+    if isinstance(m, np.ndarray):
+        return m.shape[1]
+    return len(m[0]) if m else 0
 
 
 def _is_number(x) -> bool:
@@ -178,6 +185,7 @@ Include = Literal["b_h_terms", "jacobian_norms"]
 
 
 class GradientsIn(ProblemIn):
-    """POST /v1/gradients: the problem object plus truncation and diagnostics."""
+    """POST /v1/gradients: the problem object (targets required) plus truncation and diagnostics."""
+    targets: list[Any] = Field(description="T entries: a class index, a vector of N numbers, or null")
     truncate: PositiveInt | None = Field(None, description="K: keep only terms with t − k < K")
     include: list[Include] = Field(default_factory=list, description="optional diagnostics")

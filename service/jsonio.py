@@ -1,8 +1,16 @@
-"""orjson as Flask's JSON provider: numpy arrays serialise natively, floats round-trip."""
+"""orjson as Flask's JSON provider: numpy arrays serialise natively, floats round-trip.
+
+A caller that sends `Accept: application/json; arrays=base64` (or `?arrays=base64`) gets
+every float array of a response as {"dtype": "float64", "shape": [...], "data": "<base64>"}
+(little-endian, row-major), the encoding requests may use too; scalars and lists that hold
+nulls stay JSON."""
 from __future__ import annotations
+
+import base64
 
 import numpy as np
 import orjson
+from flask import has_request_context, request
 from flask.json.provider import JSONProvider
 from pydantic import BaseModel
 
@@ -23,6 +31,35 @@ def dumps(obj) -> bytes:
     return orjson.dumps(obj, default=_default, option=OPTIONS)
 
 
+def binary_array(a: np.ndarray) -> dict:
+    a = np.ascontiguousarray(a, dtype="<f8")
+    return {"dtype": "float64", "shape": list(a.shape), "data": base64.b64encode(a.data).decode()}
+
+
+def _binary_default(obj):
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and obj.ndim:
+        return binary_array(obj)
+    return _default(obj)
+
+
+def dumps_binary(obj) -> bytes:
+    """Like dumps, with float arrays as base64 objects (numpy arrays reach `default` only
+    when OPT_SERIALIZE_NUMPY is off)."""
+    return orjson.dumps(obj, default=_binary_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def wants_binary_arrays() -> bool:
+    """`Accept: application/json; arrays=base64` or the query parameter `arrays=base64`."""
+    if request.args.get("arrays") == "base64":
+        return True
+    for media_range in request.headers.get("Accept", "").split(","):
+        kind, *params = (part.strip().lower() for part in media_range.split(";"))
+        if kind in ("application/json", "application/*", "*/*") and "arrays=base64" in \
+                (p.replace(" ", "") for p in params):
+            return True
+    return False
+
+
 class OrjsonProvider(JSONProvider):
     def dumps(self, obj, **kwargs) -> str:
         return dumps(obj).decode()
@@ -32,4 +69,8 @@ class OrjsonProvider(JSONProvider):
 
     def response(self, *args, **kwargs):
         obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(dumps(obj), mimetype="application/json")
+        binary = has_request_context() and wants_binary_arrays()
+        response = self._app.response_class((dumps_binary if binary else dumps)(obj),
+                                            mimetype="application/json")
+        response.vary.add("Accept")
+        return response
