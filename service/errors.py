@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from schemas.errors import ApiProblem
+from schemas.errors import ApiProblem, LimitExceeded
 
 from .jsonio import dumps
 
@@ -32,7 +32,17 @@ def register(app: Flask) -> None:
     def http_exception(e: HTTPException):
         # keep headers such as Allow (405); drop the HTML body's own content headers
         headers = [(k, v) for k, v in e.get_headers() if k.lower() not in ("content-type", "content-length")]
+        if isinstance(e, RequestEntityTooLarge):
+            return body_too_large(headers)
         return problem_response(e.code or 500, e.name, e.description or e.name, headers=headers)
+
+    def body_too_large(headers):
+        # the contract asks for the limit in the detail, which werkzeug's text does not give
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        size = f"{limit:,} bytes" if limit else "the configured size"
+        return problem_response(413, LimitExceeded.title,
+                                f"the request body is over the limit of {size} (RNN_MAX_BODY_BYTES)",
+                                LimitExceeded.type, headers=headers)
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):

@@ -1,0 +1,40 @@
+"""Every request body in examples/ (the README's curl examples) is accepted by its endpoint,
+fits the request schema of openapi.yaml, and gets a 200 that fits the documented response."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.openapi_spec import ROOT, check, request_schema, response_schema
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+# the file name's prefix (before the first "_") names the endpoint
+ENDPOINTS = {name: f"/v1/{name}" for name in ("forward", "gradients", "gradcheck", "grade", "problems")}
+
+
+def endpoint(path) -> str:
+    prefix = path.stem.split("_")[0]
+    assert prefix in ENDPOINTS, f"{path.name}: name it after its endpoint ({', '.join(ENDPOINTS)})"
+    return ENDPOINTS[prefix]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_answered_as_documented(client, path):
+    url, raw = endpoint(path), path.read_bytes()
+    body = json.loads(raw)
+    check(body, request_schema(url))
+    r = client.post(url, data=raw, content_type="application/json")
+    assert r.status_code == 200, r.get_json()
+    assert r.mimetype == "application/json"
+    check(r.get_json(), response_schema(url))
+    if "outputs" in r.get_json():                          # one row per step
+        T = len(body.get("tokens") or body.get("inputs"))
+        assert len(r.get_json()["outputs"]) == len(r.get_json()["hidden"]) == T
+
+
+def test_every_compute_endpoint_has_an_example(app):
+    served = {rule.rule for rule in app.url_map.iter_rules() if rule.rule in ENDPOINTS.values()}
+    covered = {endpoint(p) for p in EXAMPLES}
+    assert {"/v1/forward", "/v1/gradients"} <= served
+    assert served <= covered, f"no example in examples/ for {sorted(served - covered)}"
