@@ -41,6 +41,7 @@ class Tolerance(StrictModel):
 
 
 class GradeIn(ProblemIn):
+    targets: list[Any] = Field(description="T entries: a class index, a vector of N numbers, or null")
     submission: Submission
     tolerance: Tolerance = Field(default_factory=Tolerance)
     format: Literal["default", "gradescope"] = "default"
@@ -52,6 +53,9 @@ class GradeIn(ProblemIn):
         given = [(name, getattr(s, name), ("submission", name)) for name in
                  ("loss", "step_losses", "outputs", "hidden") if name in s.model_fields_set]
         if s.gradients is not None:
+            if not s.gradients.model_fields_set:
+                raise RequestInvalid([("/submission/gradients", "give at least one of V, W, U, b_h, "
+                                                                 "b_y, h_init (or leave gradients out)")])
             given += [(f"gradients.{n}", getattr(s.gradients, n), ("submission", "gradients", n))
                       for n in GRADIENT_NAMES if n in s.gradients.model_fields_set]
         if not given:

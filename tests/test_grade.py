@@ -283,7 +283,8 @@ def test_null_step_loss_counts_as_zero_only_on_unscored_steps(client):
     ({"gradients": {"c": [1.0]}}, "/submission/gradients/c"),
     ({"grads": {}}, "/submission/grads"),
     ({}, "/submission"),
-    ({"gradients": {}}, "/submission"),
+    ({"gradients": {}}, "/submission/gradients"),
+    ({"loss": 1.0, "gradients": {}}, "/submission/gradients"),
     ({"loss": 10 ** 400}, "/submission/loss"),
 ])
 def test_non_numbers_are_422_with_a_pointer(client, small_body, submission, pointer):
