@@ -349,3 +349,12 @@ def test_gradescope_results_object(client, problems):
 def test_grade_examples_are_answered(client, path):
     r = client.post("/v1/grade", data=path.read_bytes(), content_type="application/json")
     assert r.status_code == 200, r.json
+
+
+def test_factor_of_a_rounded_submission_is_the_whole_number(client, problems):
+    problem = problems["tanh-softmax-tokens"]
+    W = Student(problem).gradients()["W"]
+    rounded = [[float(f"{3 * x:.6g}") for x in row] for row in W]
+    d = by_name(grade(client, problem, {"gradients": {"W": rounded}}, tolerance={"rtol": 1e-4, "atol": 1e-6}))[
+        "gradients.W"]["diagnosis"]
+    assert d["id"] == "scaled" and d["factor"] == 3.0

@@ -156,6 +156,15 @@ def truncated_windows(cache: rnn.Cache, name: str) -> Iterator[tuple[int, np.nda
 
 # --- diagnosis ---
 
+def _round_factors(c: float) -> list[float]:
+    """Whole numbers and their reciprocals near c (a rounded submission fits 3.9999991, the
+    student multiplied by 4)."""
+    if c == 0:
+        return []
+    near = [float(round(c))] if abs(c) >= 1 else [1.0 / round(1.0 / c)]
+    return [r for r in near if r != 0]
+
+
 def _hint_for_factor(c: float, problem: rnn.Problem) -> str:
     n = int(problem.scored.sum())
     if problem.reduction == "mean" and np.isclose(c, n):
@@ -255,6 +264,7 @@ def diagnose(name: str, expected: np.ndarray, got: np.ndarray, candidates: _Cand
     if gg > 0:
         c = float(np.vdot(expected, got)) / gg              # least squares: got ≈ c·g
         if abs(c - 1.0) > 0.01 and np.isfinite(c) and reproduces(c * expected):
+            c = next((r for r in _round_factors(c) if reproduces(r * expected)), c)
             return _diagnosis("scaled", name, factor=c, hint=_hint_for_factor(c, candidates.cache.problem))
     return None
 
