@@ -2,10 +2,13 @@
 dialect), for the tests that hold the service to its contract."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from openapi_schema_validator import OAS31Validator, validate
+
+from service import config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_PATH = ROOT / "openapi.yaml"
@@ -52,3 +55,14 @@ def response_schema(path: str, status: str = "200", method: str = "post",
 def check(instance, schema: dict) -> None:
     """Validate against a schema of the spec, its $refs resolved within openapi.yaml."""
     validate(instance, {**schema, "components": SPEC["components"]}, cls=OAS31Validator)
+
+
+def undocumented_settings(text: str) -> list[str]:
+    """The RNN_* settings whose row "| `VAR` | default |" in a table of `text` is missing or
+    states another default than service/config.py."""
+    wrong = []
+    for var, (_, _, default) in config.SETTINGS.items():
+        row = re.search(rf"\| `{var}` \| ([0-9.e]+)", text)
+        if not row or float(row.group(1)) != default:
+            wrong.append(var)
+    return wrong

@@ -3,10 +3,11 @@ fits the request schema of openapi.yaml, and gets a 200 that fits the documented
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from tests.openapi_spec import ROOT, check, request_schema, response_schema
+from tests.openapi_spec import ROOT, check, request_schema, response_schema, undocumented_settings
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 # the file name's prefix (before the first "_") names the endpoint
@@ -38,3 +39,14 @@ def test_every_compute_endpoint_has_an_example(app):
     covered = {endpoint(p) for p in EXAMPLES}
     assert {"/v1/forward", "/v1/gradients"} <= served
     assert served <= covered, f"no example in examples/ for {sorted(served - covered)}"
+
+
+def test_readme_curl_examples_name_real_files_and_their_endpoints():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sent = re.findall(r"--data @examples/(\S+\.json) http://127\.0\.0\.1:8000(/v1/\w+)", readme)
+    assert sent, "README has no curl example"
+    for name, url in sent:
+        assert (ROOT / "examples" / name).is_file(), name
+        assert endpoint(ROOT / "examples" / name) == url, name
+    assert {endpoint(p) for p in EXAMPLES} <= {url for _, url in sent}, "an endpoint without a curl example"
+    assert undocumented_settings(readme) == [], "the configuration table disagrees with service/config.py"
