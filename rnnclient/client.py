@@ -1,0 +1,160 @@
+"""The client: requests underneath, plain dicts (typed below) in and out."""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Mapping, Sequence, TypedDict
+
+import requests
+
+DEFAULT_URL = os.environ.get("RNN_URL", "http://127.0.0.1:8000")
+
+# The problem object of the contract (model, inputs or tokens, targets, loss, reduction, h_init)
+Problem = Mapping[str, Any]
+
+
+class FieldError(TypedDict):
+    pointer: str
+    detail: str
+
+
+class ProblemDetails(TypedDict, total=False):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[FieldError]
+
+
+class ForwardResult(TypedDict):
+    outputs: list[list[float]]
+    hidden: list[list[float]]
+    loss: float | None
+    step_losses: list[float | None]
+
+
+class GradientsResult(ForwardResult):
+    gradients: dict[str, list]
+    bptt: dict[str, Any]
+
+
+class Diagnosis(TypedDict, total=False):
+    id: str
+    detail: str
+    window: int
+    factor: float
+
+
+class Check(TypedDict):
+    name: str
+    passed: bool
+    max_abs_error: float | None
+    max_rel_error: float | None
+    worst_index: list[int] | None
+    expected_at_worst: float | None
+    got_at_worst: float | None
+    error: str | None
+    diagnosis: Diagnosis | None
+
+
+class GradeResult(TypedDict):
+    passed: bool
+    score: float
+    checks: list[Check]
+
+
+class GradescopeTest(TypedDict):
+    name: str
+    score: float
+    max_score: float
+    status: Literal["passed", "failed"]
+    output: str
+
+
+class GradescopeResult(TypedDict):
+    score: float
+    max_score: float
+    output: str
+    tests: list[GradescopeTest]
+
+
+class ApiError(Exception):
+    """The service answered with a problem (4xx/5xx). `problem` is the problem+json body."""
+
+    def __init__(self, status: int, problem: ProblemDetails):
+        self.status = status
+        self.problem = problem
+        self.title = problem.get("title", "")
+        self.detail = problem.get("detail", "")
+        self.errors: list[FieldError] = list(problem.get("errors") or [])
+        where = "; ".join(f"{e.get('pointer') or '/'}: {e.get('detail')}" for e in self.errors[:5])
+        super().__init__(f"{status} {self.title}: {self.detail}" + (f" ({where})" if where else ""))
+
+
+class Client:
+    """One method per endpoint. `timeout` is seconds per request; `session` lets a caller
+    share connections or add headers (X-Request-ID is sent when `request_id` is given)."""
+
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0,
+                 session: requests.Session | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    # --- the endpoints ---
+
+    def forward(self, problem: Problem) -> ForwardResult:
+        return self.post("forward", problem)
+
+    def gradients(self, problem: Problem, truncate: int | None = None,
+                  include: Sequence[str] = ()) -> GradientsResult:
+        return self.post("gradients", _with(problem, truncate=truncate, include=list(include) or None))
+
+    def gradcheck(self, problem: Problem, check: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.post("gradcheck", _with(problem, check=check))
+
+    def grade(self, problem: Problem, submission: Mapping[str, Any], rtol: float | None = None,
+              atol: float | None = None,
+              format: Literal["default", "gradescope"] = "default") -> GradeResult | GradescopeResult:
+        tolerance = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None} or None
+        return self.post("grade", _with(problem, submission=submission, tolerance=tolerance,
+                                        format=None if format == "default" else format))
+
+    def problems(self, **spec: Any) -> dict[str, Any]:
+        """A seeded random problem: seed, input_size or vocab_size with tokens=True,
+        hidden_size, output_size, steps, hidden_activation, output_activation, loss,
+        reduction, weight_scale, score_last_step_only."""
+        return self.post("problems", spec)
+
+    def health(self) -> dict[str, Any]:
+        return self._answer(self.session.get(f"{self.url}/healthz", timeout=self.timeout))
+
+    # --- plumbing ---
+
+    def post(self, endpoint: str, body: Mapping[str, Any] | bytes, request_id: str | None = None) -> Any:
+        """POST a body (a mapping, or raw JSON bytes sent as they are) to /v1/<endpoint>."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        kwargs = {"data": body} if isinstance(body, (bytes, bytearray)) else {"json": body}
+        response = self.session.post(f"{self.url}/v1/{endpoint.strip('/')}", headers=headers,
+                                     timeout=self.timeout, **kwargs)
+        return self._answer(response)
+
+    @staticmethod
+    def _answer(response: requests.Response) -> Any:
+        if response.ok:
+            return response.json()
+        try:
+            problem = response.json()
+        except ValueError:       # not problem+json (e.g. a proxy's HTML page): keep its text
+            problem = None
+        if not isinstance(problem, dict):
+            problem = {"status": response.status_code, "title": response.reason or "",
+                       "detail": response.text[:500]}
+        raise ApiError(response.status_code, problem)
+
+
+def _with(problem: Problem, **extra: Any) -> dict[str, Any]:
+    """The problem object plus the endpoint's own fields (those that are not None)."""
+    return {**problem, **{k: v for k, v in extra.items() if v is not None}}
