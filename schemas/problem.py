@@ -118,7 +118,9 @@ class ProblemIn(StrictModel):
 
         targets = scored = None
         if self.targets is not None:
-            targets, scored = _targets(self.targets, loss, T, N, errors)
+            if (inputs is not None or tokens is not None) and T >= 1:
+                # without a valid sequence T is unknown: "must have 0 entries" would mislead
+                targets, scored = _targets(self.targets, loss, T, N, errors)
         elif targets_required:
             errors.append(("/targets", "required field is missing"))
         if errors:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from flask import current_app, has_request_context, request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from schemas.base import parse
 from schemas.errors import RequestInvalid
@@ -19,7 +19,19 @@ def body(model):
     mime = request.mimetype or ""
     if not (mime == "application/json" or mime.endswith("+json")):
         raise UnsupportedMediaType(f"send the body as application/json, not {mime or 'nothing'}")
-    return parse(model, request.get_data(cache=False))
+    data = request.get_data(cache=False)
+    _refuse_cut_body(data)
+    return parse(model, data)
+
+
+def _refuse_cut_body(data: bytes) -> None:
+    """A body without Content-Length (chunked) is cut at the limit by werkzeug without an
+    error: one more byte on the wire means it was over the limit, a 413, not a 400 for the
+    cut JSON."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
 
 
 def limits():

@@ -1,0 +1,140 @@
+"""The service as `make run` starts it (gunicorn, two sync workers, loopback, a free port),
+called over real HTTP with requests. Bounded: up within 20 s or the test fails, and the whole
+process group is terminated afterwards."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+import reference as ref
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_SECONDS = 20
+BODY_LIMIT = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_command(port: int) -> list[str]:
+    """`make run` itself; -o keeps make from reinstalling into .venv (already there, since these
+    tests run from it), and the outer make's flags are not passed down."""
+    return ["make", "--no-print-directory", "-o", ".venv/.runtime", "run",
+            "HOST=127.0.0.1", f"PORT={port}", "WEB_CONCURRENCY=2"]
+
+
+def wait_until_up(proc, base: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"`make run` exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:        # not listening yet, or workers still booting
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"not up within {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop(proc) -> None:
+    """SIGTERM to the whole group (make, the gunicorn master, its workers); SIGKILL if it lingers."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        if not group_alive(proc.pid):
+            break
+        os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            proc.poll()
+            time.sleep(0.1)
+    proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("live") / "make-run.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env["RNN_MAX_BODY_BYTES"] = str(BODY_LIMIT)     # configuration reaches the workers
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(run_command(port), cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(proc, base, log)
+        yield base
+    finally:
+        stop(proc)
+        assert not group_alive(proc.pid), "a process of `make run` outlived SIGTERM and SIGKILL"
+
+
+def test_health_answers_with_a_request_id(live):
+    r = requests.get(live + "/healthz", timeout=5)
+    assert r.status_code == 200 and r.headers["X-Request-ID"]
+
+
+def test_forward_over_http(live):
+    spec, p = ref.random_problem(21, tokens=False)
+    r = requests.post(live + "/v1/forward", json=ref.body(spec, p), timeout=10,
+                      headers={"X-Request-ID": "live-forward-1"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    assert r.headers["X-Request-ID"] == "live-forward-1"
+    out = r.json()
+    assert ref.scaled_error(out["outputs"], ref.run(spec, p)["yhat"]) < 1e-14
+    assert np.allclose(np.sum(out["outputs"], axis=1), 1.0)
+
+
+def test_gradients_over_http(live):
+    spec, p = ref.random_problem(22, hidden="sigmoid", null_targets=True)
+    r = requests.post(live + "/v1/gradients", json=ref.body(spec, p), timeout=10)
+    assert r.status_code == 200 and r.headers["X-Request-ID"]
+    got = r.json()["gradients"]
+    for name, expected in ref.all_grads(spec, p).items():
+        assert ref.scaled_error(got[name], expected) < 1e-12, name
+
+
+def test_invalid_request_over_http_is_problem_json(live):
+    spec, p = ref.random_problem(23)
+    body = ref.body(spec, p)
+    body["tokens"][1] = spec.D                   # one past the last column of V
+    r = requests.post(live + "/v1/gradients", json=body, timeout=10,
+                      headers={"X-Request-ID": "live-bad-1"})
+    assert r.status_code == 422
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.headers["X-Request-ID"] == "live-bad-1"
+    problem = r.json()
+    assert {"type", "title", "status", "detail"} <= set(problem) and problem["status"] == 422
+    assert [e["pointer"] for e in problem["errors"]] == ["/tokens/1"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_body_over_the_configured_limit_is_413(live, chunked):
+    """RNN_MAX_BODY_BYTES from the environment, with and without a Content-Length."""
+    spec, p = ref.random_problem(24)
+    body = json.dumps({**ref.body(spec, p), "tokens": spec.tokens * 2000,
+                       "targets": spec.targets * 2000}).encode()
+    assert len(body) > BODY_LIMIT
+    data = iter([body[i:i + 4096] for i in range(0, len(body), 4096)]) if chunked else body
+    r = requests.post(live + "/v1/forward", data=data, timeout=10,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert f"{BODY_LIMIT:,}" in r.json()["detail"]
