@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import requests
@@ -42,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(json.dumps(exc.problem, indent=2, ensure_ascii=False), file=sys.stderr)
         return 1
-    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    try:
+        print(json.dumps(answer, indent=2, ensure_ascii=False), flush=True)
+    except BrokenPipeError:              # e.g. piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

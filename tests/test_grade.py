@@ -358,3 +358,11 @@ def test_factor_of_a_rounded_submission_is_the_whole_number(client, problems):
     d = by_name(grade(client, problem, {"gradients": {"W": rounded}}, tolerance={"rtol": 1e-4, "atol": 1e-6}))[
         "gradients.W"]["diagnosis"]
     assert d["id"] == "scaled" and d["factor"] == 3.0
+
+
+def test_grading_over_the_work_budget_is_422(small_body):
+    from service import create_app
+    client = create_app({"TESTING": True, "MAX_WORK": 10.0}).test_client()
+    r = client.post("/v1/grade", json={**small_body, "submission": {"loss": 1.0}})
+    assert r.status_code == 422 and r.json["type"] == "/problems/work-budget-exceeded"
+    assert "shorter sequence" in r.json["detail"]
