@@ -100,13 +100,14 @@ def compare(name: str, expected: np.ndarray, got: Submitted, rtol: float, atol: 
 
 # --- the mistakes: gradients a wrong derivation produces ---
 
-def _gradients_from(cache: rnn.Cache, da: np.ndarray, dh_init: np.ndarray) -> rnn.Gradients:
-    """Every parameter's gradient from dL/da_t (T×H) and dL/dh_init; U and b_y do not go
+def _gradient_from(cache: rnn.Cache, name: str, da: np.ndarray, dh_init: np.ndarray) -> np.ndarray:
+    """One parameter's gradient from dL/da_t (T×H) and dL/dh_init; U and b_y do not go
     through the recurrence, so they keep their correct values."""
     p = cache.problem
-    dz, _ = rnn.output_grads(cache)
-    return rnn.Gradients(V=rnn._input_grad(p, da), W=da.T @ rnn._h_prev(cache), U=dz.T @ cache.h,
-                         b_h=da.sum(axis=0), b_y=dz.sum(axis=0), h_init=dh_init)
+    if name in ("U", "b_y"):
+        return getattr(rnn.backward(cache), name)
+    return {"V": lambda: rnn._input_grad(p, da), "W": lambda: da.T @ rnn._h_prev(cache),
+            "b_h": lambda: da.sum(axis=0), "h_init": lambda: dh_init}[name]()
 
 
 def no_jacobian_product(cache: rnn.Cache) -> rnn.Gradients:
@@ -120,7 +121,8 @@ def no_jacobian_product(cache: rnn.Cache) -> rnn.Gradients:
     slope = rnn.hidden_slope(p.hidden_activation, cache.a, cache.h)
     reaching = np.cumsum(dh_out[::-1], axis=0)[::-1]     # Σ_{t≥k} dL_t/dh_t (immediate)
     da = reaching * slope
-    return _gradients_from(cache, da, da[0] @ p.weights.W)
+    return rnn.Gradients(**{name: _gradient_from(cache, name, da, da[0] @ p.weights.W)
+                            for name in rnn.PARAMETERS})
 
 
 def final_loss_only(cache: rnn.Cache) -> Iterator[rnn.Gradients]:
@@ -137,21 +139,26 @@ def final_loss_only(cache: rnn.Cache) -> Iterator[rnn.Gradients]:
         yield rnn.Gradients(**{k: s * v for k, v in g.as_dict().items()})
 
 
-def truncated_windows(cache: rnn.Cache, name: str) -> Iterator[tuple[int, np.ndarray]]:
-    """(K, ∂L/∂θ with BPTT truncated after K steps) for K = 2 … T−1 (K = 1 is no_bptt).
-    One pass keeps the unrolled terms dL_t/da_k (T×T×H); the gradient for window K sums the
-    terms with t − k < K, so each K adds one diagonal: T²·H² work for all K together."""
+def unrolled_terms(cache: rnn.Cache) -> np.ndarray:
+    """The lecture's unrolled terms dL_t/da_k, indexed [t, k] (T×T×H)."""
     p = cache.problem
     _, dh_out = rnn.output_grads(cache)
     slope = rnn.hidden_slope(p.hidden_activation, cache.a, cache.h)
-    terms = rnn.windowed_chain(dh_out, slope, p.weights.W, keep_terms=True)[4]   # [t, k]
+    return rnn.windowed_chain(dh_out, slope, p.weights.W, keep_terms=True)[4]
+
+
+def truncated_windows(cache: rnn.Cache, name: str, terms: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(K, ∂L/∂θ with BPTT truncated after K steps) for K = 2 … T−1 (K = 1 is no_bptt).
+    The gradient for window K sums the unrolled terms with t − k < K, so each K adds one
+    diagonal of `terms`: T²·H·(H or D) work for all K together."""
+    p = cache.problem
     da = np.zeros((p.T, p.H))
     for K in range(1, p.T):
         lag = K - 1                                         # add the terms with t − k = K − 1
         da[:p.T - lag] += np.diagonal(terms, offset=-lag, axis1=0, axis2=1).T
         if K >= 2:
             dh_init = terms[:K, 0].sum(axis=0) @ p.weights.W   # L_t reaches h_init iff t < K
-            yield K, getattr(_gradients_from(cache, da, dh_init), name)
+            yield K, _gradient_from(cache, name, da, dh_init)
 
 
 # --- diagnosis ---
@@ -230,12 +237,12 @@ class _Candidates:
 
     def lecture(self, name: str) -> Iterator[tuple[str, np.ndarray, dict]]:
         """The quiz's wrong options in the order a student is most likely to have made them."""
-        c, p = self.cache, self.cache.problem
-        yield "no_bptt", getattr(self.get("no_bptt", lambda c: rnn.backward(c, truncate=1)), name), {}
-        if self.search_truncation:
-            for K, g in truncated_windows(c, name):
-                yield "truncated_bptt", g, {"window": K}
-        yield "no_jacobian_product", getattr(self.get("nj", no_jacobian_product), name), {}
+        if name not in ("U", "b_y"):        # the recurrence's mistakes leave these two right
+            yield "no_bptt", getattr(self.get("no_bptt", lambda c: rnn.backward(c, truncate=1)), name), {}
+            if self.search_truncation:
+                for K, g in truncated_windows(self.cache, name, self.get("terms", unrolled_terms)):
+                    yield "truncated_bptt", g, {"window": K}
+            yield "no_jacobian_product", getattr(self.get("nj", no_jacobian_product), name), {}
         for g in self.get("final", lambda c: list(final_loss_only(c))):
             yield "final_loss_only", getattr(g, name), {}
 
