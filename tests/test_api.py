@@ -309,7 +309,9 @@ def test_work_over_the_budget_is_422_and_says_what_would_fit(small_body):
     client = client_with(MAX_WORK=100)
     body = assert_problem(post(client, "/v1/gradients", small_body), 422)
     assert body["type"].endswith("work-budget-exceeded") and "truncate" in body["detail"]
-    assert post(client, "/v1/forward", small_body).status_code == 200
+    assert post(client, "/v1/forward", small_body).status_code == 200   # 36 multiply-adds
+    body = assert_problem(post(client_with(MAX_WORK=30), "/v1/forward", small_body), 422)
+    assert body["type"].endswith("work-budget-exceeded") and "shorter sequence" in body["detail"]
 
 
 # --- request ids and exact floats ---

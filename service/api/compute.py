@@ -22,10 +22,25 @@ def forward_fields(cache: rnn.Cache) -> dict:
                 step_losses=step_list(cache.step_losses, p.scored) if p.has_loss else [None] * p.T)
 
 
+def check_work(work: float, advice: str) -> None:
+    """422 before any work when the estimate is over the budget that keeps a request far
+    inside the worker timeout (a forward pass alone can be minutes at the size limits)."""
+    budget = limits().max_work
+    if work > budget:
+        raise WorkBudgetExceeded(f"this request needs about {work:.3g} multiply-adds, over the "
+                                 f"budget of {budget:.3g}; {advice}")
+
+
+def forward_work(p: rnn.Problem) -> float:
+    """Multiply-adds of one forward pass: W h, U h and V x (a column of V for tokens) per step."""
+    return float(p.T * (p.H * p.H + p.N * p.H + (p.D * p.H if p.inputs is not None else p.H)))
+
+
 @bp.post("/v1/forward")
 def forward():
     req = body(ForwardIn)
     problem = engine_problem(req.arrays(limits(), targets_required=False))
+    check_work(forward_work(problem), "send a shorter sequence or a smaller model")
     with np.errstate(all="ignore"):
         cache = rnn.forward(problem)
     return dump(ForwardOut.model_construct(**forward_fields(cache)))
@@ -36,12 +51,9 @@ def check_gradients_work(req: GradientsIn, p: rnn.Problem) -> None:
     if req.include and p.T * p.T * p.H > lim.max_bptt_terms:
         raise LimitExceeded(f"include {req.include} needs T²·H = {p.T * p.T * p.H:,} numbers, "
                             f"over the limit of {lim.max_bptt_terms:,}", "/include")
-    work = rnn.estimate_work(p.T, p.H, p.D, p.N, truncate=req.truncate, include=tuple(req.include),
-                             dense_inputs=p.inputs is not None)
-    if work > lim.max_work:
-        raise WorkBudgetExceeded(
-            f"this request needs about {work:.3g} multiply-adds, over the budget of "
-            f"{lim.max_work:.3g}; drop include, set truncate, or send a shorter sequence")
+    check_work(rnn.estimate_work(p.T, p.H, p.D, p.N, truncate=req.truncate,
+                                 include=tuple(req.include), dense_inputs=p.inputs is not None),
+               "drop include, set truncate, or send a shorter sequence")
 
 
 @bp.post("/v1/gradients")
