@@ -111,8 +111,16 @@ def answer(value, where: tuple, errors: list, nulls: bool = False) -> np.ndarray
         value = [math.nan if x is None else x for x in value]
     try:
         return np.array(value, dtype=np.float64)
-    except (ValueError, OverflowError):
-        return "the rows have different lengths (not a rectangular array)"
+    except ValueError:          # numpy refuses ragged lists and more than 64 dimensions
+        return ("nested more than 64 levels deep" if _depth(value) > 64 else
+                "the rows have different lengths (not a rectangular array)")
+
+
+def _depth(value) -> int:
+    depth = 0
+    while isinstance(value, list) and value:
+        value, depth = value[0], depth + 1
+    return depth
 
 
 # --- responses (built with model_construct; they document the shapes) ---

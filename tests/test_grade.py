@@ -256,6 +256,8 @@ def test_score_is_the_fraction_passed(client, problems):
     ([1.0, 2.0, 3.0], "expected 3×3, got 3 entries"),
     ([[1.0, 2.0], [3.0]], "the rows have different lengths (not a rectangular array)"),
     ([], "expected 3×3, got 0 entries"),
+    ([[[1.0]]], "expected 3×3, got 1×1×1"),
+    (json.loads("[" * 70 + "1.0" + "]" * 70), "nested more than 64 levels deep"),
 ])
 def test_wrong_shape_is_a_failed_check(client, problems, value, error):
     problem = problems["identity-squared"]
