@@ -20,6 +20,11 @@ STARTUP_SECONDS = 20
 BODY_LIMIT = 20_000
 
 
+class Live(str):
+    """The base URL, carrying the process group id of `make run`."""
+    pgid: int
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,7 +82,8 @@ def live(tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen(run_command(port), cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = Live(f"http://127.0.0.1:{port}")
+    base.pgid = proc.pid
     try:
         wait_until_up(proc, base, log)
         yield base
@@ -138,3 +144,33 @@ def test_body_over_the_configured_limit_is_413(live, chunked):
     assert r.status_code == 413, r.text
     assert r.headers["Content-Type"] == "application/problem+json"
     assert f"{BODY_LIMIT:,}" in r.json()["detail"]
+
+
+def test_deep_nesting_does_not_hurt_a_worker(live):
+    """Nested arrays far past any recursion limit (inside BODY_LIMIT): 400, and the workers
+    still answer after."""
+    for _ in range(4):
+        r = requests.post(live + "/v1/gradients", data="[" * (BODY_LIMIT - 1), timeout=10,
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json"
+    assert all(requests.get(live + "/healthz", timeout=5).status_code == 200 for _ in range(4))
+
+
+def group_commands(pgid: int) -> list[str]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:            # field 5 of stat: the process group
+                out.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_gunicorn_runs_a_master_and_two_workers(live):
+    """WEB_CONCURRENCY=2 reaches gunicorn: one master and two workers in make's process group."""
+    gunicorns = [c for c in group_commands(live.pgid)          # python processes, not make's sh
+                 if "python" in c.split()[0] and "gunicorn -c service/gunicorn.conf.py" in c]
+    assert len(gunicorns) == 3, group_commands(live.pgid)
