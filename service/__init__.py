@@ -40,6 +40,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(compute.bp)
     from .api import grade
     app.register_blueprint(grade.bp)
+    from .api import gradcheck
+    app.register_blueprint(gradcheck.bp)
     from .api import docs
     app.register_blueprint(docs.bp)
     return app

@@ -1,0 +1,83 @@
+"""POST /v1/gradcheck: the problem object plus `check` options, and the report it returns."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from .base import StrictModel
+from .problem import ParameterName, ProblemIn
+
+Method = Literal["central", "forward", "complex_step", "richardson", "taylor"]
+Mode = Literal["full", "sample", "directional"]
+NonNegative = Annotated[float, Field(ge=0)]
+MAX_SAMPLES = 1_000_000
+PARAMETERS = ("V", "W", "U", "b_h", "b_y", "h_init")
+
+
+class CheckOptions(StrictModel):
+    method: Method = Field("central", description=(
+        "central (L(θ+ε)−L(θ−ε))/2ε; forward (L(θ+ε)−L(θ))/ε; complex_step Im L(θ+iε)/ε; "
+        "richardson: central at ε, ε/2, ε/4 extrapolated, with an error estimate; taylor: "
+        "remainders |L(θ+hu)−L(θ)−h·gᵀu| for h = ε … ε/16, reporting convergence_order"))
+    eps: float | None = Field(None, gt=0, description=(
+        "step size; default per method: central 1e-6, forward 1e-7, complex_step 1e-20, "
+        "richardson 1e-3 (first of ε, ε/2, ε/4), taylor 1e-2 (first of five halvings)"))
+    mode: Mode = Field("full", description=(
+        "full: every element; sample: `samples` random elements per parameter; directional: "
+        "`samples` random unit directions per parameter"))
+    samples: int = Field(10, ge=1, le=MAX_SAMPLES, description="for sample and directional")
+    seed: int = Field(0, ge=0, le=2 ** 63 - 1, description=(
+        "for sample and directional: parameter number k in (V, W, U, b_h, b_y, h_init) draws "
+        "from numpy.random.default_rng([seed, k])"))
+    parameters: list[ParameterName] = Field(list(PARAMETERS), min_length=1, description=(
+        "the parameters to check, each named once (default all six)"))
+    rtol: NonNegative = Field(1e-5, description="an item passes if |a − n| ≤ atol + rtol·|n|")
+    atol: NonNegative = Field(1e-8)
+
+    @field_validator("parameters")
+    @classmethod
+    def _unique(cls, names):
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("duplicate_parameter", "each parameter may be named once")
+        return names
+
+
+class GradcheckIn(ProblemIn):
+    targets: list[Any] = Field(description="T entries: a class index, a vector of N numbers, or null")
+    check: CheckOptions = Field(default_factory=CheckOptions)
+
+
+# --- response (built with model_construct) ---
+
+class ParameterCheck(BaseModel):
+    passed: bool
+    checked: int = Field(description="elements (full, sample) or directions (directional) checked")
+    failed: int = Field(description="how many of them are outside the tolerance")
+    max_abs_error: float = Field(description="max |a − n|")
+    max_rel_error: float = Field(description="max |a − n| / max(|a|, |n|), 0 where both are 0")
+    worst_index: list[int] = Field(description=(
+        "the item furthest past its tolerance: the element's index ([i, j] or [i]), or "
+        "[k] for direction number k"))
+    analytic_at_worst: float
+    numerical_at_worst: float
+    error_estimate: float | None = Field(description=(
+        "richardson only: the largest estimated error of a numerical derivative"))
+    convergence_order: float | None = Field(description=(
+        "taylor only: median observed order of the remainder (2 for a correct gradient, 1 for "
+        "a wrong one); null when the loss does not measurably change"))
+
+
+class GradcheckOut(BaseModel):
+    passed: bool
+    method: Method
+    mode: Mode
+    eps: float = Field(description="the step used (the default for the method unless given)")
+    rtol: float
+    atol: float
+    samples: int | None = Field(description="null in full mode")
+    seed: int | None = Field(description="null in full mode")
+    evaluations: int = Field(description="loss evaluations: the base model plus every perturbed one")
+    convergence_order: float | None = Field(description="taylor only: median over parameters")
+    parameters: dict[ParameterName, ParameterCheck]

@@ -1,0 +1,51 @@
+"""POST /v1/gradcheck: numerical derivatives against the analytic BPTT gradients."""
+from __future__ import annotations
+
+import dataclasses
+
+from flask import Blueprint, current_app
+
+from schemas.errors import RequestInvalid, WorkBudgetExceeded
+from schemas.gradcheck import GradcheckIn
+
+from ..engine import gradcheck as gc
+from ..engine import rnn
+from .common import body, engine_problem, limits
+
+bp = Blueprint("gradcheck", __name__)
+
+
+def spec_of(req: GradcheckIn) -> gc.CheckSpec:
+    c = req.check
+    names = tuple(n for n in rnn.PARAMETERS if n in c.parameters)   # canonical order
+    return gc.CheckSpec(method=c.method, mode=c.mode, eps=c.eps, samples=c.samples, seed=c.seed,
+                        parameters=names, rtol=c.rtol, atol=c.atol)
+
+
+def check_budget(sizes: gc.Sizes, spec: gc.CheckSpec) -> None:
+    """422 before any work when the estimated work is over RNN_GRADCHECK_MAX_WORK."""
+    budget = current_app.config["GRADCHECK_MAX_WORK"]
+    work, evaluations = gc.estimate(sizes, spec)
+    if work > budget:
+        raise WorkBudgetExceeded(
+            f"this check needs {evaluations:,} loss evaluations, about {work:.3g} multiply-adds, "
+            f"over the budget of {budget:.3g}; what would fit: {gc.what_fits(sizes, spec, budget)}",
+            "/check/mode" if spec.mode == "full" else "/check/samples")
+
+
+@bp.post("/v1/gradcheck")
+def gradcheck():
+    req = body(GradcheckIn)
+    problem = engine_problem(req.arrays(limits()))
+    spec = spec_of(req)
+    check_budget(gc.Sizes.of(problem), spec)
+    try:
+        report = gc.gradcheck(problem, spec)
+    except gc.NonFiniteLoss as e:
+        if e.parameter is None:
+            raise RequestInvalid([("/model/weights", "the loss or its gradient overflowed float64; "
+                                   "smaller weights, inputs or a shorter sequence would fit")]) from None
+        raise RequestInvalid([("/check/eps", f"with eps {spec.step:g} a numerical derivative of "
+                               f"{e.parameter} is not finite in float64; use a step nearer the "
+                               f"default for {spec.method}")]) from None
+    return dataclasses.asdict(report)
