@@ -108,3 +108,55 @@ class Gunicorn:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def local_nginx_conf(upstreams: list[str], port: int, tmp: Path, **overrides) -> str:
+    """deploy/nginx.conf with loopback upstreams and a loopback port; state and logs under tmp."""
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    servers = "".join(f"server {u} max_fails=1 fail_timeout=5s;\n        " for u in upstreams)
+    conf, n = re.subn(r"server\s+api:8000[^;]*;\s*", servers, conf)
+    assert n == 1
+    conf, n = re.subn(r"listen\s+8080;", f"listen 127.0.0.1:{port};", conf)
+    assert n == 1
+    conf = re.sub(r"^pid\s+[^;]+;", f"pid {tmp}/nginx.pid;", conf, flags=re.M)
+    conf = re.sub(r"^error_log\s+[^;]+;", f"error_log {tmp}/error.log warn;", conf, flags=re.M)
+    conf = conf.replace("access_log /dev/stdout json;", f"access_log {tmp}/access.log json;")
+    temp_paths = "".join(f"    {kind}_temp_path {tmp}/{kind};\n"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = conf.replace("http {\n", "http {\n" + temp_paths, 1)
+    for name, value in overrides.items():          # e.g. client_body_timeout="2s" for a short test
+        conf, n = re.subn(rf"^(\s*){name}\s+[^;]+;", rf"\g<1>{name} {value};", conf, flags=re.M)
+        assert n == 1, name
+    return conf.replace("worker_processes auto;", "worker_processes 1;")
+
+
+class Nginx:
+    """Debian's nginx with deploy/nginx.conf, upstreams and port substituted (no root ports)."""
+
+    def __init__(self, upstreams: list[str], tmp: Path, **overrides):
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        conf = tmp / "nginx.conf"
+        conf.write_text(local_nginx_conf(upstreams, self.port, tmp, **overrides))
+        check = subprocess.run(["nginx", "-t", "-p", str(tmp), "-e", str(tmp / "error.log"),
+                                "-c", str(conf)], capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
+        self.proc = subprocess.Popen(["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"),
+                                      "-c", str(conf), "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        if not wait_until(lambda: requests.get(self.url + "/nginx-health", timeout=1).ok, 10):
+            self.__exit__()
+            raise RuntimeError((self.tmp / "error.log").read_text())
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGQUIT)           # graceful stop
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
