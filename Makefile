@@ -39,5 +39,18 @@ system-deps:
 test: system-deps install-test
 	$(PY) -m pytest -q
 
+# `make bench`: the service against PyTorch and a bare Flask app (bench/run.py writes
+# bench/results.md). torch is a bench-only extra in its own venv: never in .venv or make test.
+BENCH_VENV := bench/.venv
+TORCH_VERSION := 2.13.0
+$(BENCH_VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt torch==$(TORCH_VERSION)
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

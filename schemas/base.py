@@ -1,7 +1,6 @@
 """Parsing a request body into a Pydantic model, with every error as a JSON Pointer."""
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Annotated, ClassVar, Literal, TypeVar, Union
 
@@ -43,7 +42,7 @@ class BinaryArray(StrictModel):
     @classmethod
     def _bytes(cls, data: str, info: ValidationInfo) -> np.ndarray:
         try:
-            raw = base64.b64decode(data, validate=True)
+            raw = binascii.a2b_base64(data, strict_mode=True)   # base64.b64decode's check is a slow regex
         except (binascii.Error, ValueError):
             raise PydanticCustomError("binary_base64", "must be base64 (RFC 4648, with padding)") from None
         shape = info.data.get("shape")

@@ -141,6 +141,26 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
 
+def _fast_targets(entries: list, loss: str, N: int, scored: np.ndarray, Y: np.ndarray) -> bool:
+    """Fill Y in bulk when every target is valid (the common case); False leaves the
+    entry-by-entry checks to find and point at what is wrong."""
+    given = [e for e in entries if e is not None]
+    if loss == "cross_entropy":
+        if not all(type(e) is int and 0 <= e < N for e in given):    # type(True) is bool
+            return False
+        Y[np.flatnonzero(scored), given] = 1.0
+        return True
+    if not all(type(e) is list and len(e) == N for e in given) or \
+            not {type(x) for e in given for x in e} <= {int, float}:
+        return False
+    values = np.array(given, dtype=np.float64)
+    if not np.isfinite(values).all() or (
+            loss == "binary_cross_entropy" and not ((values >= 0) & (values <= 1)).all()):
+        return False
+    Y[scored] = values
+    return True
+
+
 def _targets(entries: list, loss: str, T: int, N: int, errors: list):
     """T×N target array (class indices one-hot) and the scored-step mask."""
     if len(entries) != T:
@@ -152,6 +172,8 @@ def _targets(entries: list, loss: str, T: int, N: int, errors: list):
         errors.append(("/targets", "every target is null: at least one step must be scored "
                                    "(omit targets for no loss)"))
         return None, None
+    if _fast_targets(entries, loss, N, scored, Y):
+        return Y, scored
     for t, e in enumerate(entries):
         if e is None:
             continue

@@ -6,7 +6,7 @@ every float array of a response as {"dtype": "float64", "shape": [...], "data": 
 nulls stay JSON."""
 from __future__ import annotations
 
-import base64
+import binascii
 
 import numpy as np
 import orjson
@@ -33,7 +33,8 @@ def dumps(obj) -> bytes:
 
 def binary_array(a: np.ndarray) -> dict:
     a = np.ascontiguousarray(a, dtype="<f8")
-    return {"dtype": "float64", "shape": list(a.shape), "data": base64.b64encode(a.data).decode()}
+    return {"dtype": "float64", "shape": list(a.shape),
+            "data": binascii.b2a_base64(a.data, newline=False).decode("ascii")}
 
 
 def _binary_default(obj):
@@ -50,9 +51,12 @@ def dumps_binary(obj) -> bytes:
 
 def wants_binary_arrays() -> bool:
     """`Accept: application/json; arrays=base64` or the query parameter `arrays=base64`."""
-    if request.args.get("arrays") == "base64":
+    if b"arrays=base64" in request.query_string and request.args.get("arrays") == "base64":
         return True
-    for media_range in request.headers.get("Accept", "").split(","):
+    accept = request.headers.get("Accept", "")
+    if "arrays" not in accept:                   # the common case, without parsing
+        return False
+    for media_range in accept.split(","):
         kind, *params = (part.strip().lower() for part in media_range.split(";"))
         if kind in ("application/json", "application/*", "*/*") and "arrays=base64" in \
                 (p.replace(" ", "") for p in params):
@@ -72,5 +76,5 @@ class OrjsonProvider(JSONProvider):
         binary = has_request_context() and wants_binary_arrays()
         response = self._app.response_class((dumps_binary if binary else dumps)(obj),
                                             mimetype="application/json")
-        response.vary.add("Accept")
+        response.headers["Vary"] = "Accept"      # the body depends on Accept (arrays=base64)
         return response

@@ -64,8 +64,7 @@ def gradients():
     with np.errstate(all="ignore"):
         cache = rnn.forward(problem)
         fields = forward_fields(cache)
-        grads = rnn.backward(cache, req.truncate)
-        bptt = rnn.bptt_diagnostics(cache, req.truncate, tuple(req.include))
+        grads, bptt = rnn.backward_with_diagnostics(cache, req.truncate, tuple(req.include))
     ensure_finite(**{f"gradients.{k}": v for k, v in grads.as_dict().items()},
                   **{f"bptt.{k}": v for k, v in vars(bptt).items() if k != "jacobian_norms"})
     if bptt.jacobian_norms is not None:

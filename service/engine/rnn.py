@@ -159,10 +159,24 @@ def _mv(M, v):
 
 def input_drive(problem: Problem, V) -> np.ndarray:
     """V x_t for every t: T x (batch) x H."""
-    if problem.tokens is not None:
-        return np.moveaxis(V[..., problem.tokens], -1, 0)   # columns of V, no one-hot product
+    if problem.tokens is not None:                           # columns of V, no one-hot product
+        return V.T[problem.tokens] if V.ndim == 2 else np.moveaxis(V[..., problem.tokens], -1, 0)
     return np.moveaxis(_mv(V[..., None, :, :], problem.inputs), -2, 0) if V.ndim == 3 \
         else problem.inputs @ V.T
+
+
+def _recur(activation: str, base, W, h_init, a, h) -> None:
+    """The float64 unbatched recurrence a_t = W h_{t-1} + (V x_t + b_h), in place: the step
+    loop is the engine's hot path, so one BLAS call and two ufuncs per step, no temporaries."""
+    h_prev = h_init
+    for t in range(len(base)):
+        np.dot(W, h_prev, out=a[t])
+        a[t] += base[t]
+        if activation == "tanh":
+            np.tanh(a[t], out=h[t])
+        else:
+            h[t] = hidden(activation, a[t])
+        h_prev = h[t]
 
 
 @dataclass
@@ -182,21 +196,33 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
     """Run the RNN. `weights` overrides problem.weights (possibly batched or complex)."""
     w = weights or problem.weights
     drive = input_drive(problem, w.V)
-    batch = np.broadcast_shapes(*(x.shape[:-1] for x in (w.b_h, w.h_init)),
-                                w.W.shape[:-2], w.V.shape[:-2], drive.shape[1:-1])
+    if drive.ndim == 2 and w.W.ndim == 2 and w.b_h.ndim == 1 and w.h_init.ndim == 1:
+        batch = ()                                   # the common case, without broadcasting
+    else:
+        batch = np.broadcast_shapes(*(x.shape[:-1] for x in (w.b_h, w.h_init)),
+                                    w.W.shape[:-2], w.V.shape[:-2], drive.shape[1:-1])
     dtype = np.result_type(*w.as_dict().values(), drive)
     T, H = problem.T, w.W.shape[-1]
     a = np.empty((T, *batch, H), dtype=dtype)
     h = np.empty_like(a)
-    h_prev = w.h_init
-    for t in range(T):
-        a[t] = drive[t] + _mv(w.W, h_prev) + w.b_h
-        h[t] = h_prev = hidden(problem.hidden_activation, a[t])
+    if batch == () and dtype == np.float64:
+        _recur(problem.hidden_activation, drive + w.b_h, w.W, w.h_init, a, h)
+    else:
+        h_prev = w.h_init
+        for t in range(T):
+            a[t] = drive[t] + _mv(w.W, h_prev) + w.b_h
+            h[t] = h_prev = hidden(problem.hidden_activation, a[t])
     z = _mv(w.U, h) + w.b_y
-    cache = Cache(problem, a, h, z, output(problem.output_activation, z))
+    # softmax and its cross-entropy share log-sum-exp(z): compute it once
+    lse = logsumexp(z) if problem.output_activation == "softmax" else None
+    yhat = np.exp(z - lse[..., None]) if lse is not None else output(problem.output_activation, z)
+    cache = Cache(problem, a, h, z, yhat)
     if problem.has_loss:
         y = problem.targets.reshape(T, *([1] * len(batch)), -1)
-        per_step = step_losses(problem.loss, problem.output_activation, z, y)
+        if lse is not None and problem.loss == "cross_entropy":
+            per_step = lse - np.sum(y * z, axis=-1)
+        else:
+            per_step = step_losses(problem.loss, problem.output_activation, z, y)
         mask = problem.scored.reshape(T, *([1] * len(batch)))
         cache.step_losses = np.where(mask, per_step, 0) * problem.loss_scale()
         cache.loss = cache.step_losses.sum(axis=0)
@@ -234,8 +260,15 @@ def output_grads(cache: Cache):
 def _input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
     """dL/dV from dL/da_t (T x H)."""
     if problem.tokens is not None:
+        # column j of dV sums da_t over the steps with token j: sort the steps by token and
+        # add runs (np.add.at is an order of magnitude slower); same summation order
+        order = np.argsort(problem.tokens, kind="stable")
+        tokens = problem.tokens[order]
+        first = np.ones(len(tokens), dtype=bool)
+        np.not_equal(tokens[1:], tokens[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
         dV = np.zeros((da.shape[1], problem.D))
-        np.add.at(dV.T, problem.tokens, da)
+        dV[:, tokens[starts]] = np.add.reduceat(da[order], starts, axis=0).T
         return dV
     return da.T @ problem.inputs
 
@@ -246,20 +279,48 @@ def _h_prev(cache: Cache) -> np.ndarray:
 
 def backward(cache: Cache, truncate: int | None = None) -> Gradients:
     """dL/dθ by BPTT. `truncate` K keeps only the terms of L_t through a_k with t - k < K."""
-    p, w = cache.problem, cache.problem.weights
+    p = cache.problem
     dz, dh_out = output_grads(cache)
     slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
     if truncate is None or truncate >= p.T:
-        da = np.empty_like(cache.a)
-        carry = np.zeros(p.H)                     # dL/dh_t arriving from step t+1
-        for t in reversed(range(p.T)):
-            da[t] = (dh_out[t] + carry) * slope[t]
-            carry = da[t] @ w.W
-        dh_init = carry
+        da, dh_init, _ = _reverse(dh_out, slope, p.weights.W)
     else:
-        da, dh_init = windowed_chain(dh_out, slope, w.W, truncate)[:2]
+        da, dh_init = windowed_chain(dh_out, slope, p.weights.W, truncate)[:2]
+    return _gradients(cache, dz, da, dh_init)
+
+
+def _gradients(cache: Cache, dz, da, dh_init) -> Gradients:
+    p = cache.problem
     return Gradients(V=_input_grad(p, da), W=da.T @ _h_prev(cache), U=dz.T @ cache.h,
                      b_h=da.sum(axis=0), b_y=dz.sum(axis=0), h_init=dh_init)
+
+
+def _reverse(dh_out, slope, W):
+    """Full BPTT's reverse sweep: dL/da_t, dL/dh_init and dL/dh_t (the total derivative)."""
+    T, H = dh_out.shape
+    da = np.empty((T, H))
+    dh = np.empty((T, H))
+    carry = np.zeros(H)                           # dL/dh_t arriving from step t+1
+    for t in range(T - 1, -1, -1):
+        np.add(dh_out[t], carry, out=dh[t])
+        np.multiply(dh[t], slope[t], out=da[t])
+        carry = np.dot(da[t], W)
+    return da, carry, dh
+
+
+def backward_with_diagnostics(cache: Cache, truncate: int | None = None,
+                              include: tuple[str, ...] = ()) -> tuple[Gradients, "BPTT"]:
+    """backward() and bptt_diagnostics() in one sweep: what /v1/gradients returns."""
+    p = cache.problem
+    dz, dh_out = output_grads(cache)
+    slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
+    if truncate is None or truncate >= p.T:
+        da, dh_init, dh = _reverse(dh_out, slope, p.weights.W)
+        bptt = _diagnostics(cache, dh_out, slope, include, dh)
+    else:
+        da, dh_init = windowed_chain(dh_out, slope, p.weights.W, truncate)[:2]
+        bptt = _diagnostics(cache, dh_out, slope, include, truncate=truncate)
+    return _gradients(cache, dz, da, dh_init), bptt
 
 
 def windowed_chain(dh_out, slope, W, window=None, keep_terms=False):
@@ -300,6 +361,20 @@ def b_h_by_step_forward_mode(dh_out, slope, W):
         J = slope[t][:, None] * (W @ J + np.eye(H))
         out[t] = dh_out[t] @ J
     return out
+
+
+def b_h_by_step_reverse(dh_out, slope, W):
+    """dL_t/db_h for every t by reverse mode, all L_t at once as the rows of G: cost T^2 H^2 / 2,
+    cheaper than forward mode while T <= H. Row t of G is dL_t/dh_k as k runs down."""
+    T, H = dh_out.shape
+    G = dh_out.copy()                 # row k is dL_k/dh_k until step k starts using it
+    term = np.empty((T, H))
+    by_step = np.zeros((T, H))
+    for k in range(T - 1, -1, -1):
+        np.multiply(G[k:], slope[k], out=term[k:])   # dL_t/da_k for t >= k
+        by_step[k:] += term[k:]
+        np.dot(term[k:], W, out=G[k:])                # dL_t/dh_{k-1}
+    return by_step
 
 
 def hidden_grad_norms(dh_out, slope, W) -> np.ndarray:
@@ -346,11 +421,20 @@ def bptt_diagnostics(cache: Cache, truncate: int | None = None,
     p = cache.problem
     _, dh_out = output_grads(cache)
     slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
+    return _diagnostics(cache, dh_out, slope, include, truncate=truncate)
+
+
+def _diagnostics(cache: Cache, dh_out, slope, include, dh=None, truncate=None) -> BPTT:
+    """`dh`: dL/dh_t from a full reverse sweep already done (its row norms are the norms)."""
+    p = cache.problem
     full = truncate is None or truncate >= p.T
     want_terms = "b_h_terms" in include
-    if full and not want_terms and p.T > p.H:
-        out = BPTT(b_h_by_step_forward_mode(dh_out, slope, p.weights.W),
-                   hidden_grad_norms(dh_out, slope, p.weights.W))
+    if full and not want_terms:
+        norms = np.sqrt(np.einsum("ij,ij->i", dh, dh)) if dh is not None \
+            else hidden_grad_norms(dh_out, slope, p.weights.W)
+        by_step = b_h_by_step_forward_mode(dh_out, slope, p.weights.W) if p.T > p.H \
+            else b_h_by_step_reverse(dh_out, slope, p.weights.W)
+        out = BPTT(by_step, norms)
     else:
         _, _, by_step, norms, terms = windowed_chain(dh_out, slope, p.weights.W, truncate,
                                                      keep_terms=want_terms)

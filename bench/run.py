@@ -1,0 +1,323 @@
+"""`make bench`: the service against what a user would run instead, every figure a ratio from
+this one run. Prints a table and writes bench/results.md with the machine it ran on.
+
+    python bench/run.py [--quick]     (from the project root, in bench/.venv: needs torch)
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import http.client
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import problems  # noqa: E402
+import server  # noqa: E402
+import torch_ref  # noqa: E402
+from service.engine import rnn  # noqa: E402
+
+torch.set_num_threads(1)          # like a gunicorn worker: one BLAS thread (OPENBLAS_NUM_THREADS=1)
+BINARY_ACCEPT = "application/json; arrays=base64"
+
+
+class Table:
+    """Rows of (what, ours, reference, ratio, bar): ratio > 1 means the service is ahead."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.notes: list[str] = []
+
+    def add(self, section, case, ours, reference, ratio, bar=None, higher_is_better=True):
+        ok = None if bar is None else (ratio >= bar if higher_is_better else ratio <= bar)
+        self.rows.append(dict(section=section, case=case, ours=ours, reference=reference,
+                              ratio=ratio, bar=bar, higher=higher_is_better, ok=ok))
+        row = self.rows[-1]
+        print(f"{section:34s} {case:28s} {ours:>16s} {reference:>16s} {ratio:8.2f}x  {self.verdict(row)}",
+              flush=True)
+
+    @staticmethod
+    def verdict(row) -> str:
+        if row["bar"] is None:
+            return ""
+        sign = "≥" if row["higher"] else "≤"
+        return f"{'PASS' if row['ok'] else 'MISS'} (bar {sign} {row['bar']}×)"
+
+    def markdown(self) -> str:
+        lines = ["| measurement | case | service | reference | ratio | bar |",
+                 "|---|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['section']} | {r['case']} | {r['ours']} | {r['reference']} | "
+                         f"{r['ratio']:.2f}× | {self.verdict(r)} |")
+        return "\n".join(lines)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms"
+
+
+def interleaved_medians(fns: list, repeats: int, warmup: int = 3) -> list[float]:
+    """Median wall time of each function, alternating them so drift hits all alike."""
+    for _ in range(warmup):
+        for f in fns:
+            f()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            times[i].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+# --- the engine in-process against PyTorch autograd in-process ---
+
+def engine_problem(D: int, H: int, T: int) -> tuple[rnn.Problem, dict]:
+    body = problems.body(D, H, T)
+    w = problems.weights(D, H, D)
+    targets = np.zeros((T, D))
+    targets[np.arange(T), body["targets"]] = 1.0
+    problem = rnn.Problem(rnn.Weights(h_init=np.zeros(H), **w), tokens=np.array(body["tokens"]),
+                          targets=targets, scored=np.ones(T, dtype=bool), loss="cross_entropy")
+    return problem, body
+
+
+def check_same(ours: dict, theirs: dict, what: str) -> None:
+    """The benchmark compares equal work only: the gradients must agree."""
+    for name, g in theirs.items():
+        err = float(np.max(np.abs(np.asarray(ours[name]) - g)))
+        if not err <= 1e-9 * max(1.0, float(np.max(np.abs(g)))):
+            raise SystemExit(f"{what}: gradient {name} differs from PyTorch's by {err:.3g}")
+
+
+def bench_engine(table: Table, quick: bool) -> None:
+    for name, (D, H, T) in problems.SIZES.items():
+        problem, body = engine_problem(D, H, T)
+        leaves = torch_ref.tensors(body)
+
+        def ours():
+            return rnn.backward(rnn.forward(problem))
+
+        def theirs():
+            return torch_ref.forward_backward(leaves)
+
+        grads = ours().as_dict()
+        check_same(grads, {k: v.numpy() for k, v in theirs()[1].items()}, f"engine {name}")
+        repeats = {"quiz": 400, "char-rnn": 200, "large": 30}[name] // (4 if quick else 1)
+        t_ours, t_torch = interleaved_medians([ours, theirs], repeats)
+        table.add("engine fwd+bwd vs torch autograd", f"{name} (D=N={D}, H={H}, T={T})",
+                  ms(t_ours), ms(t_torch), t_torch / t_ours, bar=3.0)
+
+
+# --- /v1/gradients over HTTP against PyTorch in-process ---
+
+def post(url: str, body: bytes, headers: dict) -> bytes:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("POST", parts.path, body, {"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise SystemExit(f"POST {url}: {response.status} {data[:300]!r}")
+        return data
+    finally:
+        conn.close()
+
+
+def decode_binary(obj: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(obj["data"]), dtype="<f8").reshape(obj["shape"])
+
+
+def http_client(url: str, weights: dict, rest: dict, binary: bool):
+    """What a caller holding numpy weights does: encode, POST, decode the gradients to arrays."""
+    if binary:
+        def call():
+            body = orjson.dumps({"model": {"weights": {k: problems.binary(v) for k, v in weights.items()}},
+                                 **rest})
+            out = orjson.loads(post(url, body, {"Accept": BINARY_ACCEPT}))
+            return {k: decode_binary(v) for k, v in out["gradients"].items()}
+    else:
+        def call():
+            body = orjson.dumps({"model": {"weights": weights}, **rest}, option=orjson.OPT_SERIALIZE_NUMPY)
+            out = orjson.loads(post(url, body, {}))
+            return {k: np.array(v) for k, v in out["gradients"].items()}
+    return call
+
+
+def torch_in_process(weights: dict, rest: dict):
+    """The same answer computed locally: outputs, hidden states, loss and the gradients."""
+    tokens = torch.tensor(rest["tokens"])
+    targets = torch.tensor(rest["targets"])
+
+    def call():
+        t = {k: torch.from_numpy(v).requires_grad_() for k, v in weights.items()}
+        t["h_init"] = torch.zeros(t["W"].shape[0], dtype=torch.float64, requires_grad=True)
+        t.update(tokens=tokens, targets=targets)
+        _, grads, extras = torch_ref.forward_backward(t, with_outputs=True)
+        return {k: g.numpy() for k, g in grads.items()} | {k: v.numpy() for k, v in extras.items()}
+    return call
+
+
+def bench_http(table: Table, quick: bool) -> None:
+    D, H, T = problems.SIZES["char-rnn"]
+    weights = problems.weights(D, H, D)
+    body = problems.body(D, H, T)
+    rest = {"tokens": body["tokens"], "targets": body["targets"]}
+    with server.gunicorn() as (url, _):
+        url += "/v1/gradients"
+        plain, binary = http_client(url, weights, rest, False), http_client(url, weights, rest, True)
+        local = torch_in_process(weights, rest)
+        reference = {k: v for k, v in local().items() if k in rnn.PARAMETERS}
+        check_same(plain(), reference, "/v1/gradients JSON")
+        check_same(binary(), reference, "/v1/gradients binary")
+        t_plain, t_binary, t_torch = interleaved_medians([plain, binary, local], 25 if quick else 100)
+    case = f"char-rnn (D=N={D}, H={H}, T={T})"
+    table.add("/v1/gradients HTTP, JSON vs torch", case, ms(t_plain), ms(t_torch), t_plain / t_torch,
+              bar=2.0, higher_is_better=False)
+    table.add("/v1/gradients HTTP, binary vs torch", case, ms(t_binary), ms(t_torch), t_binary / t_torch,
+              bar=1.0, higher_is_better=False)
+
+
+# --- requests per second under wrk against a bare echo app ---
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{path}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def wrk_rps(url: str, body_path: str, seconds: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT.format(path=body_path))
+    try:
+        out = subprocess.run(["wrk", "-t1", "-c4", f"-d{seconds}s", "-s", script.name, url],
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(script.name)
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors from {url}:\n{out}")
+    return float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+
+
+def bench_throughput(table: Table, quick: bool) -> None:
+    D, H, T = problems.SIZES["quiz"]
+    seconds = 4 if quick else 10
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
+        f.write(orjson.dumps(problems.body(D, H, T)))
+    try:
+        with server.gunicorn() as (url, _):
+            ours = wrk_rps(url + "/v1/gradients", f.name, seconds)
+        with server.gunicorn(app="bench.echo_app:app") as (url, _):
+            echo = wrk_rps(url + "/v1/gradients", f.name, seconds)
+    finally:
+        os.unlink(f.name)
+    table.add("/v1/gradients req/s vs echo app", f"quiz (D=N={D}, H={H}, T={T}), wrk -c4 {seconds}s",
+              f"{ours:.0f}/s", f"{echo:.0f}/s", ours / echo, bar=0.6)
+
+
+# --- full /v1/gradcheck against torch.autograd.gradcheck (another module builds it) ---
+
+def bench_gradcheck(table: Table, quick: bool) -> None:
+    path = ROOT / "bench" / "gradcheck_vs_torch.py"
+    if not path.exists():
+        table.notes.append("full /v1/gradcheck vs torch.autograd.gradcheck: not measured "
+                           "(bench/gradcheck_vs_torch.py is not there yet)")
+        return
+    import gradcheck_vs_torch
+    for row in gradcheck_vs_torch.measure(quick=quick):
+        table.add("full gradcheck vs torch gradcheck", row["case"], ms(row["ours"]), ms(row["torch"]),
+                  row["torch"] / row["ours"], bar=50.0)
+
+
+# --- memory: peak RSS of a worker for the largest request the default limits take ---
+
+LARGEST = {  # name -> (D, H, N, T, encoding): just inside the 16 MiB body and the work budget
+    "JSON, D=N=512, H=512, T=256": (512, 512, 512, 256, "json"),
+    "binary, D=N=64, H=1024, T=128": (64, 1024, 64, 128, "binary"),
+}
+
+
+def bench_memory(table: Table, quick: bool) -> None:
+    from service import config
+    limits = config.limits(config.from_env({}))
+    for case, (D, H, N, T, encoding) in LARGEST.items():
+        work = rnn.estimate_work(T, H, D, N, dense_inputs=False)
+        body = orjson.dumps(problems.body(D, H, T, N=N, encoding=encoding))
+        assert len(body) <= config.SETTINGS["RNN_MAX_BODY_BYTES"][2] and work <= limits.max_work, case
+        with server.gunicorn(workers=1) as (url, master):
+            post(url + "/v1/gradients", orjson.dumps(problems.body(8, 16, 10)), {})   # warm
+            (pid,) = server.worker_pids(master)
+            idle = server.peak_rss_mib(pid)
+            t0 = time.perf_counter()
+            post(url + "/v1/gradients", body, {})
+            seconds = time.perf_counter() - t0
+            peak = server.peak_rss_mib(pid)
+        table.add("worker peak RSS, largest request", case, f"{peak:.0f} MiB", f"{idle:.0f} MiB idle",
+                  peak / idle, higher_is_better=False)
+        table.notes.append(f"largest request {case}: body {len(body) / 2**20:.1f} MiB, estimated work "
+                           f"{work:.3g} of the {limits.max_work:.3g} budget, answered in {seconds:.2f} s; "
+                           f"peak RSS {peak:.0f} MiB is {peak / idle:.1f}× the warmed idle worker's "
+                           f"({idle:.0f} MiB), {(peak - idle) / (len(body) / 2**20):.1f}× the body size above it")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"date (UTC)": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "CPU": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "torch": torch.__version__,
+            "BLAS threads": os.environ.get("OPENBLAS_NUM_THREADS", "default") + " (numpy), "
+                            f"{torch.get_num_threads()} (torch)",
+            "wrk": (subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+                    or "").split("[")[0].strip() if shutil.which("wrk") else "missing"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--only", nargs="*", default=["engine", "http", "throughput", "gradcheck", "memory"])
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    info = machine()
+    print("\n".join(f"{k}: {v}" for k, v in info.items()), "\n", flush=True)
+    table = Table()
+    for part in args.only:
+        globals()[f"bench_{part}"](table, args.quick)
+    for note in table.notes:
+        print("note:", note)
+    write_results(info, table)
+
+
+def write_results(info: dict, table: Table) -> None:
+    path = ROOT / "bench" / "results.md"
+    text = path.read_text() if path.exists() else ""
+    analysis = text.split("<!-- analysis -->", 1)[1] if "<!-- analysis -->" in text else "\n"
+    machine_lines = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    notes = "\n".join(f"- {n}" for n in table.notes)
+    path.write_text(f"# Benchmark results\n\nWritten by `make bench` (bench/run.py); every ratio is "
+                    f"measured in this one run on this machine.\n\n{machine_lines}\n\n"
+                    f"{table.markdown()}\n\n{notes}\n\n<!-- analysis -->{analysis}")
+    print(f"\nwrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
