@@ -57,29 +57,34 @@ def statuses(server: Gunicorn) -> dict:
 
 # --- schemathesis: the app against its own openapi.yaml -------------------------------------------
 
-# Over a size limit the contract answers 413, which schemathesis does not expect by default for
-# schema-violating data (e.g. 10,001 targets when maxItems is 10,000).
+# Every check is on; two take the contract's own answers into account:
+# - schema-violating data over a size limit (e.g. 10,001 targets when maxItems is 10,000) is
+#   answered 413, as the contract says, which schemathesis does not list by default;
+# - schema-valid data can still be inconsistent in ways JSON Schema cannot state (V must be H×D
+#   for the H of W, cross_entropy needs softmax, a gradcheck's work budget): the contract
+#   answers 422 (or 413 over a limit) with pointers, so those count as accepted answers.
 FUZZ_CONFIG = SchemathesisConfig.from_str("""
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
+[checks.positive_data_acceptance]
+expected-statuses = ["2XX", 413, 422]
 """)
 
+try:
+    schema = schemathesis.openapi.from_wsgi("/openapi.yaml", create_app({"TESTING": True}),
+                                            config=FUZZ_CONFIG)
+except Exception as error:          # a broken openapi.yaml fails this test, not the module
+    schema, LOAD_ERROR = None, error
 
-@pytest.fixture(scope="module")
-def api_schema():
-    # loaded when the test runs, so that a broken openapi.yaml fails this test, not the module
-    return schemathesis.openapi.from_wsgi("/openapi.yaml", create_app({"TESTING": True}),
-                                          config=FUZZ_CONFIG)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-def test_schemathesis_all_checks_pass(case):
-    case.call_and_validate()
+if schema is not None:
+    @schema.parametrize()
+    @settings(max_examples=25, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def test_schemathesis_all_checks_pass(case):
+        case.call_and_validate()
+else:
+    def test_schemathesis_all_checks_pass():
+        pytest.fail(f"openapi.yaml does not load: {LOAD_ERROR}")
 
 
 # --- load and soak with wrk ------------------------------------------------------------------------
