@@ -17,6 +17,15 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def report(name: str, **figures) -> None:
+    """Prints a test's figures; appends them as a JSON line to $RELIABILITY_OUT when set."""
+    line = json.dumps({"test": name, **figures})
+    print(line)
+    if os.environ.get("RELIABILITY_OUT"):
+        with open(os.environ["RELIABILITY_OUT"], "a") as out:
+            out.write(line + "\n")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

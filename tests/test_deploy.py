@@ -18,7 +18,7 @@ import yaml
 
 from service import config
 
-from servers import ROOT, Gunicorn, Nginx, dockerfile_cmd
+from servers import ROOT, Gunicorn, Nginx, dockerfile_cmd, report
 
 MiB = 1024 * 1024
 NGINX_SIZE = {"k": 1024, "m": MiB, "g": 1024 * MiB, "": 1}
@@ -191,6 +191,8 @@ def test_replica_killed_mid_load_nginx_answers_everything_from_the_other(tmp_pat
         b_count = b.log().count('"endpoint":"/v1/gradients"')
 
     statuses = [s for s, _ in results]
+    report("replica_sigkill_behind_nginx", requests=total, killed_after=kill_after,
+           answered_200=statuses.count(200), served_by_a=served_by_a_before, served_by_b=b_count)
     # nginx retries every request that A refused or dropped before answering; only a response
     # that A had begun to send when it died cannot be retried (one worker: at most one)
     assert statuses.count(200) >= total - 1, {s: statuses.count(s) for s in set(statuses)}

@@ -24,7 +24,7 @@ from schemathesis.config import SchemathesisConfig
 
 from service import create_app
 
-from servers import Gunicorn, Nginx, rss_kib, wait_until
+from servers import Gunicorn, Nginx, report, rss_kib, wait_until
 
 pytestmark = pytest.mark.reliability
 needs = {b: pytest.mark.skipif(shutil.which(b) is None, reason=f"make system-deps installs {b}")
@@ -34,14 +34,6 @@ SMALL = json.dumps({
                           "U": [[1.0, 2.0], [0.5, -1.0], [0.3, 0.3]], "b_h": [0.0, 0.1],
                           "b_y": [0.0, 0.0, 0.1]}},
     "tokens": [0, 1, 1], "targets": [2, None, 0]})
-
-
-def report(name: str, **figures) -> None:
-    line = json.dumps({"test": name, **figures})
-    print(line)
-    if os.environ.get("RELIABILITY_OUT"):
-        with open(os.environ["RELIABILITY_OUT"], "a") as out:
-            out.write(line + "\n")
 
 
 def statuses(server: Gunicorn) -> dict:
@@ -306,6 +298,7 @@ def test_hostile_input_gets_a_4xx_and_workers_stay_up(hostile_server, name, cont
     pids = hostile_server.worker_pids()
     headers = {"Content-Type": content_type} if content_type else {}
     r = requests.post(hostile_server.url + "/v1/gradients", data=body, headers=headers, timeout=30)
+    report("hostile", input=name, status=r.status_code, bytes=len(body))
     assert r.status_code in expected, (r.status_code, r.text[:300])
     assert r.headers["Content-Type"].startswith("application/problem+json")
     assert r.json()["status"] == r.status_code
@@ -320,6 +313,7 @@ def test_chunked_body_over_the_limit_is_refused(hostile_server):
             yield b" " * MiB
     r = requests.post(hostile_server.url + "/v1/gradients", data=chunks(), timeout=30,
                       headers={"Content-Type": "application/json"})
+    report("hostile", input="chunked body over 16 MiB", status=r.status_code, bytes=17 * MiB)
     assert r.status_code == 413
 
 
