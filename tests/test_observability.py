@@ -5,7 +5,9 @@ import json
 import logging
 import re
 import runpy
+import shutil
 import signal
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
@@ -190,3 +192,20 @@ def test_docs_offers_every_example_body_for_its_endpoint(client):
         if any(name.startswith(e) for e in ("forward", "gradients", "gradcheck", "grade", "problems")):
             assert name in offered
     assert client.get("/docs/examples/..%2Fopenapi.yaml").status_code == 404
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_docs_page_renders_in_a_browser_with_the_example_bodies(tmp_path):
+    """Headless Chromium runs the page's scripts: the gradients operation lists the files of
+    examples/ among its request examples, and "Try it out" targets the serving host."""
+    with Gunicorn(tmp_path, workers=1) as server:
+        run = subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
+             "--dump-dom", server.url + "/docs#/compute/gradients"],
+            capture_output=True, text=True, timeout=90)
+    options = re.findall(r'<option value="([^"]*)"', run.stdout)
+    gradients_examples = sorted(f.name for f in (ROOT / "examples").glob("gradients*.json"))
+    assert gradients_examples and set(gradients_examples) <= set(options), options
+    assert options[0] == server.url

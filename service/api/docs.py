@@ -48,6 +48,13 @@ function requestBodyContent(spec, op) {
 function addExamples(ui, byPath) {
   var spec = ui.specSelectors.specJson().toJS();
   var changed = false;
+  // "Try it out" sends to the server that served this page, wherever it runs
+  var here = window.location.origin;
+  spec.servers = spec.servers || [];
+  if (!spec.servers.some(function (s) { return s.url === here; })) {
+    spec.servers.unshift({url: here, description: "this server"});
+    changed = true;
+  }
   Object.keys(byPath).forEach(function (path) {
     var content = requestBodyContent(spec, spec.paths && spec.paths[path] && spec.paths[path].post);
     if (!content) return;
