@@ -6,7 +6,6 @@ this one run. Prints a table and writes bench/results.md with the machine it ran
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import http.client
 import os
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
+import pybase64
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def post(url: str, body: bytes, headers: dict) -> bytes:
 
 
 def decode_binary(obj: dict) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(obj["data"]), dtype="<f8").reshape(obj["shape"])
+    return np.frombuffer(pybase64.b64decode(obj["data"]), dtype="<f8").reshape(obj["shape"])
 
 
 def http_client(url: str, weights: dict, rest: dict, binary: bool):

@@ -5,6 +5,7 @@ import binascii
 from typing import Annotated, ClassVar, Literal, TypeVar, Union
 
 import numpy as np
+import pybase64
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator)
 from pydantic_core import PydanticCustomError
@@ -42,7 +43,7 @@ class BinaryArray(StrictModel):
     @classmethod
     def _bytes(cls, data: str, info: ValidationInfo) -> np.ndarray:
         try:
-            raw = binascii.a2b_base64(data, strict_mode=True)   # base64.b64decode's check is a slow regex
+            raw = pybase64.b64decode(data, validate=True)   # SIMD: ~50× the standard library's
         except (binascii.Error, ValueError):
             raise PydanticCustomError("binary_base64", "must be base64 (RFC 4648, with padding)") from None
         shape = info.data.get("shape")

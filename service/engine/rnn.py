@@ -108,7 +108,8 @@ def hidden_slope(name: str, a, h):
 
 
 def logsumexp(z):
-    m = np.max(z.real, axis=-1, keepdims=True)   # a constant shift keeps it analytic
+    # a constant shift keeps it analytic; .max() of a real array skips np.max's wrapper
+    m = z.real.max(axis=-1, keepdims=True) if np.iscomplexobj(z) else z.max(axis=-1, keepdims=True)
     return m[..., 0] + np.log(np.sum(np.exp(z - m), axis=-1))
 
 
@@ -201,7 +202,8 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
     else:
         batch = np.broadcast_shapes(*(x.shape[:-1] for x in (w.b_h, w.h_init)),
                                     w.W.shape[:-2], w.V.shape[:-2], drive.shape[1:-1])
-    dtype = np.result_type(*w.as_dict().values(), drive)
+    arrays = (w.V, w.W, w.U, w.b_h, w.b_y, w.h_init, drive)
+    dtype = np.float64 if all(x.dtype == np.float64 for x in arrays) else np.result_type(*arrays)
     T, H = problem.T, w.W.shape[-1]
     a = np.empty((T, *batch, H), dtype=dtype)
     h = np.empty_like(a)
@@ -253,22 +255,22 @@ def output_grads(cache: Cache):
     """dL/dz_t (T x N, reduction and null targets applied) and the immediate dL_t/dh_t (T x H)."""
     p = cache.problem
     dz = loss_grad_z(p.loss, p.output_activation, cache.z, cache.yhat, p.targets)
-    dz = dz * (p.scored[:, None] * p.loss_scale())
+    scale = p.loss_scale()
+    if scale != 1.0 or not p.scored.all():
+        dz = dz * (p.scored[:, None] * scale)
     return dz, dz @ p.weights.U
 
 
 def _input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
     """dL/dV from dL/da_t (T x H)."""
-    if problem.tokens is not None:
-        # column j of dV sums da_t over the steps with token j: sort the steps by token and
-        # add runs (np.add.at is an order of magnitude slower); same summation order
-        order = np.argsort(problem.tokens, kind="stable")
-        tokens = problem.tokens[order]
-        first = np.ones(len(tokens), dtype=bool)
-        np.not_equal(tokens[1:], tokens[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
+    tokens = problem.tokens
+    if tokens is not None and len(tokens) * problem.D <= 2 ** 21:
+        onehot = np.zeros((len(tokens), problem.D))  # the x_t: one BLAS call beats np.add.at
+        onehot[np.arange(len(tokens)), tokens] = 1.0
+        return da.T @ onehot
+    if tokens is not None:                           # column j sums da_t over steps with token j
         dV = np.zeros((da.shape[1], problem.D))
-        dV[:, tokens[starts]] = np.add.reduceat(da[order], starts, axis=0).T
+        np.add.at(dV.T, tokens, da)
         return dV
     return da.T @ problem.inputs
 
