@@ -1,10 +1,12 @@
 """gunicorn settings for `make run` and the container: sync workers, one BLAS thread each."""
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
 
-# numpy reads these when it is first imported, which happens in the workers, after this file
+# numpy reads these when it is first imported, which happens after this file (in the master:
+# preload_app)
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
@@ -21,11 +23,15 @@ wsgi_app = "service:create_app()"
 # the app is imported once in the master and forked: a worker that dies is replaced in
 # milliseconds instead of re-importing numpy, pydantic and flask (about a second on a busy core)
 preload_app = True
+# gunicorn's control socket lives at one path per user ($HOME/.gunicorn): several servers on a
+# host (replicas, tests) would fight over it, and the image's home is read-only. Not used here.
+control_socket_disable = True
 
 # prometheus-client multiprocess mode: each worker writes its samples under this directory and
 # /metrics aggregates them. Set before the workers import prometheus_client (they inherit it).
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                                          or tempfile.mkdtemp(prefix="rnn-metrics-"))
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rnn-metrics-")
 
 
 def on_starting(server):
@@ -34,6 +40,11 @@ def on_starting(server):
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:            # a directory this file made is removed with the server
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):
