@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,11 @@ def report(name: str, **figures) -> None:
     if os.environ.get("RELIABILITY_OUT"):
         with open(os.environ["RELIABILITY_OUT"], "a") as out:
             out.write(line + "\n")
+
+
+def binary(name: str) -> str | None:
+    """A Debian tool's path; nginx lives in /usr/sbin, which a non-login PATH may lack."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 
 
 def free_port() -> int:
@@ -149,10 +155,10 @@ class Nginx:
         self.tmp = tmp
         conf = tmp / "nginx.conf"
         conf.write_text(local_nginx_conf(upstreams, self.port, tmp, **overrides))
-        check = subprocess.run(["nginx", "-t", "-p", str(tmp), "-e", str(tmp / "error.log"),
+        check = subprocess.run([binary("nginx"), "-t", "-p", str(tmp), "-e", str(tmp / "error.log"),
                                 "-c", str(conf)], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
-        self.proc = subprocess.Popen(["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"),
+        self.proc = subprocess.Popen([binary("nginx"), "-p", str(tmp), "-e", str(tmp / "error.log"),
                                       "-c", str(conf), "-g", "daemon off;"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

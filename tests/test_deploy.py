@@ -18,7 +18,7 @@ import yaml
 
 from service import config
 
-from servers import ROOT, Gunicorn, Nginx, dockerfile_cmd, report
+from servers import ROOT, Gunicorn, Nginx, binary, dockerfile_cmd, report
 
 MiB = 1024 * 1024
 NGINX_SIZE = {"k": 1024, "m": MiB, "g": 1024 * MiB, "": 1}
@@ -64,6 +64,9 @@ def test_dockerfile_runs_gunicorn_unprivileged_with_a_healthcheck():
     health = re.search(r"^HEALTHCHECK .*\n(?:\s+.*\n)*?\s*CMD (\[.*\])", text, re.M)
     assert health and "curl" not in health.group(1) and "urllib" in health.group(1)
     assert "-r /tmp/requirements.txt" in text
+    copied = " ".join(re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.M))
+    for needed in ("service/", "schemas/", "examples/", "openapi.yaml"):   # what the app reads
+        assert needed in copied, needed
     pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", p) for p in pins), pins
@@ -137,7 +140,7 @@ def test_nginx_retries_a_failed_replica(nginx_conf):
 
 # --- the topology, for real ------------------------------------------------------------------------
 
-needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="make system-deps installs nginx")
+needs_nginx = pytest.mark.skipif(binary("nginx") is None, reason="make system-deps installs nginx")
 
 
 @needs_nginx

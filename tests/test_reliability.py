@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +24,10 @@ from schemathesis.config import SchemathesisConfig
 
 from service import create_app
 
-from servers import Gunicorn, Nginx, report, rss_kib, wait_until
+from servers import Gunicorn, Nginx, binary, report, rss_kib, wait_until
 
 pytestmark = pytest.mark.reliability
-needs = {b: pytest.mark.skipif(shutil.which(b) is None, reason=f"make system-deps installs {b}")
+needs = {b: pytest.mark.skipif(binary(b) is None, reason=f"make system-deps installs {b}")
          for b in ("wrk", "nginx")}
 SMALL = json.dumps({
     "model": {"weights": {"V": [[0.1, 0.2], [0.3, -0.1]], "W": [[0.5, 0.1], [-0.2, 0.3]],
@@ -101,8 +101,7 @@ end
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: float, threads: int = 2) -> dict:
-    import subprocess
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+    out = subprocess.run([binary("wrk"), f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
                           "--latency", "-s", str(script), url], capture_output=True, text=True,
                          timeout=duration + 60).stdout
     ms = {"us": 0.001, "ms": 1.0, "s": 1000.0}
