@@ -14,7 +14,7 @@ SETTINGS = {
     "RNN_MAX_N": ("MAX_N", int, 4_096),
     "RNN_MAX_BPTT_TERMS": ("MAX_BPTT_TERMS", int, 4_000_000),
     "RNN_MAX_WORK": ("MAX_WORK", float, 2e10),
-    "RNN_GRADCHECK_MAX_WORK": ("GRADCHECK_MAX_WORK", float, 2e10),
+    "RNN_GRADCHECK_MAX_WORK": ("GRADCHECK_MAX_WORK", float, 4e10),
 }
 
 

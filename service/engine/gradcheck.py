@@ -4,20 +4,26 @@ Every method compares the analytic BPTT gradient with derivatives computed from 
 of perturbed models:
 
     central       (L(θ+ε) − L(θ−ε)) / 2ε                         2 evaluations per item
-    forward       (L(θ+ε) − L(θ)) / ε                             1 per item (+1 base)
-    complex_step  Im L(θ+iε) / ε, the engine run on complex128   1 per item
+    forward       (L(θ+ε) − L(θ)) / ε                             1 per item
+    complex_step  Im L(θ+iε) / ε, the same code on complex128      1 per item
     richardson    central differences at ε, ε/2, ε/4 extrapolated to ε→0 (error O(ε⁶)); the gap
                   between the last two extrapolations is the error estimate    6 per item
     taylor        remainders r(h) = |L(θ+hu) − L(θ) − h·gᵀu| for h = ε, ε/2, … ε/16: a correct
                   gradient gives r ∝ h², the fitted slope is `convergence_order`; the
-                  one-sided differences extrapolated to h→0 give the numerical value   5 per item (+1)
+                  one-sided differences extrapolated to h→0 give the numerical value   5 per item
 
 Speed: a full check does not run one forward pass per element. Perturbing one weight is a
 rank-one change: V_ij adds ε·x_t[j] to a_t[i], W_ij adds ε·h_{t−1}[j] (of the perturbed
 trajectory), b_h_i adds ε to a_t[i], h_init_i adds ε to h_{−1}[i]; U_ij adds ε·h_t[j] to z_t[i]
 and b_y_i adds ε to z_t[i]. So thousands of perturbed sequences run as one recurrence on a
 (B, H) state, one GEMM per step, in chunks that keep memory bounded; U and b_y leave h alone
-and need only the outputs of the base trajectory.
+and need only the outputs of the base trajectory. Each perturbed model joins the batch at the
+first step its perturbation reaches (a column of V for a token that never occurs: never, its
+loss is the base loss), and carries only its difference from the base model, Δh_t, through
+exact difference formulas (tanh(a+d) − tanh(a) = tanh(d)(1 − h²)/(1 + h·tanh(d)), log Σ ŷ e^Δz
+for softmax cross-entropy, …): no large loss is subtracted from another, so a central check
+at ε = 1e-6 is accurate to ~1e-11 instead of ~1e-8. Directional mode perturbs whole matrices
+and runs the engine's own batched forward pass.
 
 Randomness (modes sample and directional): parameter number k in (V, W, U, b_h, b_y, h_init)
 draws from np.random.default_rng([seed, k]), so the same seed gives the same elements and
@@ -28,6 +34,7 @@ to unit Frobenius norm.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,16 +53,18 @@ TAYLOR_STEPS = 5
 HIDDEN_PATH = ("V", "W", "b_h", "h_init")     # perturbations that change the hidden states
 CHUNK_BYTES = 64 * 2 ** 20                    # memory of one batch of perturbed sequences
 CHUNK_ITEMS = 2048                            # beyond this, bigger GEMMs stop getting faster
-# the work model, in multiply-adds of a GEMM: an elementwise operation (tanh, exp, …) per
-# hidden unit costs ELEMENTWISE, the fixed cost of a time step of a chunk STEP_OVERHEAD, the loss of one perturbed z_t (U, b_y) OUTPUT per class;
-# a complex evaluation COMPLEX real ones; per-item matrices (directional) run DIRECTIONAL
-# times slower than one shared GEMM. Calibrated on this engine against CPU time
-# (bench/gradcheck_vs_torch.py prints the estimate next to the time it took).
+CACHE_BYTES = 2 ** 20
+# The work model, in multiply-adds of a GEMM: one elementwise operation per hidden unit or
+# class costs ELEMENTWISE; a time step of one chunk has a fixed cost of STEP_OVERHEAD (its
+# numpy calls); a U or b_y perturbation costs OUTPUT per scored step (only z_t[i] moves); a
+# complex evaluation costs COMPLEX real ones; the per-item matrices of directional mode run
+# DIRECTIONAL times slower than one shared GEMM. Calibrated against CPU time on this 2-core
+# machine: at most about 0.1 ns per unit, so the default budget of 4e10 is ≤ ~4 s.
 ELEMENTWISE = 60.0
-STEP_OVERHEAD = 2e5                           # numpy calls of one step of one chunk
+STEP_OVERHEAD = 6e5
 OUTPUT = 100.0
 COMPLEX = 2.5
-DIRECTIONAL = 10.0
+DIRECTIONAL = 40.0
 # remainders below this multiple of eps·|L| are rounding noise, not Taylor terms
 TAYLOR_NOISE = 1e4
 
@@ -129,10 +138,6 @@ def offsets(method: str, eps: float) -> np.ndarray:
     return eps / 2.0 ** np.arange(TAYLOR_STEPS)          # taylor: one-sided, halving
 
 
-def needs_base(method: str) -> bool:
-    return method in ("forward", "taylor")
-
-
 def evaluations_per_item(method: str) -> int:
     return len(offsets(method, 1.0))
 
@@ -144,15 +149,14 @@ class Numerical:
     order: np.ndarray | None = None           # taylor: per item, NaN where unmeasurable
 
 
-def combine(method: str, eps: float, losses: np.ndarray, base: complex | float | None,
-            analytic: np.ndarray, loss_size: float = 1.0) -> Numerical:
-    """Derivatives from the loss changes (items × offsets) of one stencil; `base` is the
-    change with no perturbation (rounding noise, on the same code path), `loss_size`
-    Σ_t |L_t| (the scale of that noise)."""
+def combine(method: str, eps: float, losses: np.ndarray, analytic: np.ndarray,
+            loss_size: float = 1.0) -> Numerical:
+    """Derivatives from the loss changes L(θ + s·u) − L(θ) (items × offsets) of one
+    stencil; `loss_size` is Σ_t |L_t|, the scale of rounding noise in L."""
     if method == "central":
         return Numerical((losses[:, 0] - losses[:, 1]).real / (2 * eps))
     if method == "forward":
-        return Numerical((losses[:, 0] - base).real / eps)
+        return Numerical(losses[:, 0].real / eps)
     if method == "complex_step":
         return Numerical(losses[:, 0].imag / eps)
     if method == "richardson":
@@ -161,16 +165,15 @@ def combine(method: str, eps: float, losses: np.ndarray, base: complex | float |
         r1 = (4 * d[:, 1:] - d[:, :-1]) / 3                        # O(h⁴)
         r2 = (16 * r1[:, 1] - r1[:, 0]) / 15                       # O(h⁶)
         return Numerical(r2, error_estimate=np.abs(r2 - r1[:, 1]))
-    return _taylor(eps, losses.real, float(np.real(base)), analytic, loss_size)
+    return _taylor(eps, losses.real, analytic, loss_size)
 
 
-def _taylor(eps: float, losses: np.ndarray, base: float, analytic: np.ndarray,
-            loss_size: float) -> Numerical:
+def _taylor(eps: float, losses: np.ndarray, analytic: np.ndarray, loss_size: float) -> Numerical:
     h = eps / 2.0 ** np.arange(losses.shape[1])
-    remainder = np.abs(losses - base - analytic[:, None] * h)
+    remainder = np.abs(losses - analytic[:, None] * h)
     order = _fitted_order(h, remainder, TAYLOR_NOISE * np.finfo(float).eps * loss_size)
     # one-sided differences f(h) = g + c1·h + c2·h² + …; eliminate one power per level
-    table = (losses - base) / h
+    table = losses / h
     for level in range(1, table.shape[1]):
         table = (2.0 ** level * table[:, 1:] - table[:, :-1]) / (2.0 ** level - 1)
     return Numerical(table[:, 0], order=order)
@@ -194,8 +197,10 @@ def _fitted_order(h: np.ndarray, r: np.ndarray, noise: float) -> np.ndarray:
 # --- batched perturbed losses ---
 
 def _chunk_size(problem: rnn.Problem, width: int) -> int:
-    """Items per chunk: about six (B, width) complex arrays live at once."""
-    return int(max(1, min(CHUNK_ITEMS, CHUNK_BYTES // (6 * 16 * max(width, 1)))))
+    """Items per chunk: about six (B, width) complex arrays live at once, and a (B, width)
+    state of about CACHE_BYTES, so the elementwise passes of a step stay in cache."""
+    return int(max(1, min(CHUNK_ITEMS, CHUNK_BYTES // (6 * 16 * max(width, 1)),
+                          max(CACHE_BYTES // (8 * max(width, 1)), 64))))
 
 
 def element_losses(problem: rnn.Problem, name: str, flat: np.ndarray, steps: np.ndarray,
@@ -203,8 +208,9 @@ def element_losses(problem: rnn.Problem, name: str, flat: np.ndarray, steps: np.
     """L(θ + s·e_k) − L(θ) for every flat index k of parameter `name` and every step s in
     `steps` (real or imaginary): an array items × steps, computed in batches.
 
-    The change is summed step by step (L_t perturbed − L_t base), never as the difference of
-    two totals: rounding the running total of a large L would swamp an ε-sized change."""
+    The perturbed models carry only their difference from the base model (Δh_t, Δz_t, ΔL_t,
+    computed by exact difference formulas), never L(θ + s·e_k) − L(θ) as the difference of
+    two totals: the rounding of a large L would swamp an ε-sized change."""
     shape = getattr(problem.weights, name).shape
     rows, cols = (flat // shape[1], flat % shape[1]) if len(shape) == 2 else (flat, flat)
     K = len(steps)
@@ -250,43 +256,41 @@ def start_steps(p: rnn.Problem, cache: rnn.Cache, name: str, flat: np.ndarray) -
 def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas,
                  start) -> np.ndarray:
     """Loss changes of B models that differ from the base in one V, W, b_h or h_init entry
-    each. Items are sorted by `start`: item b joins the batch at step start[b] from the base
-    model's state there (before it, its states are the base model's)."""
+    each. Items are sorted by `start`: item b joins the batch at step start[b] (before it,
+    its states are the base model's). The state carried is Δh_t = h_t(perturbed) − h_t(base)."""
     w = p.weights
     B = len(deltas)
     items = np.arange(B)
     complex_ = np.iscomplexobj(deltas)
-    drive = rnn.input_drive(p, w.V) + w.b_h                      # T × H, base model
-    h_before = np.concatenate([w.h_init[None], cache.h])          # h_{t−1} at index t
-    h = np.empty((B, p.H), dtype=deltas.dtype)
+    h_before = np.concatenate([w.h_init[None], cache.h])          # base h_{t−1} at index t
+    dh = np.zeros((B, p.H), dtype=deltas.dtype)
     if name == "V":                                               # ε·x_t[j] for every t
         x = (p.tokens[:, None] == cols[None, :]) if p.tokens is not None else p.inputs[:, cols]
         kicks = deltas * x
-    WT, UT, base = w.W.T, w.U.T, cache.step_losses
+    # one GEMM per step: Δh_{t−1} [Wᵀ | Uᵀ] gives Δa_t and Δz_{t−1} together
+    WU = np.concatenate([w.W.T, w.U.T], axis=1)
     total = np.zeros(B, dtype=deltas.dtype)
+    first, last = int(start[0]), last_scored(p)
     n = 0
-    for t in range(int(start[0]), last_scored(p) + 1):
+    for t in range(first, last + 1):
         joining = int(np.searchsorted(start, t, side="right"))
-        if joining > n:
-            h[n:joining] = h_before[t]
-            if name == "h_init":
-                h[items[n:joining], rows[n:joining]] += deltas[n:joining]
-            n = joining
+        if joining > n and name == "h_init":                      # Δh_{−1} = ε e_i
+            dh[items[n:joining], rows[n:joining]] = deltas[n:joining]
+        n = joining
         live = slice(0, n)
-        a = _gemm(h[live], WT, complex_)
-        a += drive[t]
-        if name == "W":
-            a[items[live], rows[live]] += deltas[live] * h[items[live], cols[live]]
+        both = _gemm(dh[live], WU, complex_)
+        if t > first and p.scored[t - 1]:                         # items joining now add 0
+            total[live] += loss_change(p, cache, t - 1, both[:, p.H:])
+        da = both[:, :p.H]                                        # Δa_t = W Δh_{t−1} + kick
+        if name == "W":                                           # ε · perturbed h_{t−1}[j]
+            da[items[live], rows[live]] += deltas[live] * (h_before[t][cols[live]]
+                                                           + dh[items[live], cols[live]])
         elif name == "V":
-            a[items[live], rows[live]] += kicks[t, live]
+            da[items[live], rows[live]] += kicks[t, live]
         elif name == "b_h":
-            a[items[live], rows[live]] += deltas[live]
-        h[live] = rnn.hidden(p.hidden_activation, a)
-        if p.scored[t]:
-            z = _gemm(h[live], UT, complex_)
-            z += w.b_y
-            total[live] += rnn.step_losses(p.loss, p.output_activation, z, p.targets[t]) \
-                * p.loss_scale() - base[t]
+            da[items[live], rows[live]] += deltas[live]
+        dh[live] = hidden_change(p.hidden_activation, cache.a[t], cache.h[t], da)
+    total[:n] += loss_change(p, cache, last, _gemm(dh[:n], w.U.T, complex_))
     return total
 
 
@@ -300,16 +304,120 @@ def _gemm(x: np.ndarray, MT: np.ndarray, complex_: bool) -> np.ndarray:
     return out
 
 
+# --- exact changes of f_h and of L_t for a change of their argument ---
+# Written as differences (tanh(a+d) − tanh(a) = tanh(d)(1 − h²)/(1 + h·tanh(d)), …) they
+# are exact for any d, cancel nothing, and for small d need only multiplications: the
+# series below (truncated where the next term is < 1e-17 relative, for |d| ≤ SMALL) replace
+# np.tanh and np.expm1, which are an order of magnitude slower per element in numpy's
+# float64 without AVX-512.
+
+SMALL = 1e-2
+TANH_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925)    # in powers of d²
+EXPM1_SERIES = tuple(1 / math.factorial(k) for k in range(1, 10))          # in powers of d
+
+
+def _terms(d, series, power: int):
+    """How many terms of `series` bring the truncation below 1e-17 relative for every
+    entry of d (None: d is too large for the series). The tiny perturbations of a check need
+    one to three terms."""
+    if not d.size:
+        return 1
+    m = float(np.abs(d).max()) if np.iscomplexobj(d) else max(float(d.max()), -float(d.min()))
+    if m > SMALL:
+        return None
+    for k in range(1, len(series)):
+        if abs(series[k]) * m ** (power * k) <= 1e-17:
+            return k
+    return len(series)
+
+
+def _odd_series(x, x_power, coefficients):
+    """x · Σ_k c_k (x_power)^k by Horner's rule, in place on one new array."""
+    if len(coefficients) == 1:
+        return x * coefficients[0]
+    out = x_power * coefficients[-1]
+    for i in range(len(coefficients) - 2, -1, -1):
+        out += coefficients[i]
+        if i:
+            out *= x_power
+    out *= x
+    return out
+
+
+def tanh_of(d):
+    k = _terms(d, TANH_SERIES, 2)
+    return np.tanh(d) if k is None else _odd_series(d, d * d, TANH_SERIES[:k])
+
+
+def expm1_of(d):
+    k = _terms(d, EXPM1_SERIES, 1)
+    return np.expm1(d) if k is None else _odd_series(d, d, EXPM1_SERIES[:k])
+
+
+def hidden_change(name: str, a, h, d):
+    """f_h(a + d) − f_h(a) for base pre-activations a and states h = f_h(a)."""
+    if name == "tanh":
+        t = tanh_of(d)
+        den = h * t
+        den += 1
+        t *= 1 - h * h
+        t /= den
+        return t
+    if name == "sigmoid":                # σ(a+d) = σ e^d / (1 − σ + σ e^d)
+        m = expm1_of(d)
+        return h * (1 - h) * m / (1 + h * m)
+    if name == "relu":                   # same convention as the engine: f(0) = 0, f'(0) = 0
+        return rnn.hidden("relu", a + d) - h
+    return d
+
+
+def output_change(name: str, yhat, dz):
+    """f_y(z + dz) − f_y(z) and, for softmax, S = Σ_k ŷ_k (e^{dz_k} − 1)."""
+    if name == "identity":
+        return dz, None
+    m = expm1_of(dz)
+    if name == "sigmoid":
+        return yhat * (1 - yhat) * m / (1 + yhat * m), None
+    S = (m * yhat).sum(axis=-1, keepdims=True)            # softmax(z+dz)_k = ŷ_k e^{dz_k}/(1+S)
+    return yhat * (m - S) / (1 + S), S
+
+
+def loss_change(p: rnn.Problem, cache: rnn.Cache, t, dz):
+    """L_t(z_t + dz) − L_t(z_t) per row of dz (the reduction applied); t may be an index
+    array (dz then S × B × N)."""
+    yhat, y = cache.yhat[t], p.targets[t]
+    if np.ndim(t):
+        yhat, y = yhat[:, None, :], y[:, None, :]
+    if p.loss == "cross_entropy" and not np.ndim(t):     # log Σ ŷ e^{dz} − y·dz, as GEMVs
+        change = np.log1p(expm1_of(dz) @ yhat) - dz @ y
+    elif p.loss == "cross_entropy":
+        change = np.log1p((expm1_of(dz) * yhat).sum(axis=-1)) - (dz * y).sum(axis=-1)
+    elif p.loss == "binary_cross_entropy":   # softplus(z + dz) − softplus(z) − y·dz
+        change = (np.log1p(yhat * expm1_of(dz)) - y * dz).sum(axis=-1)
+    else:                                # ½‖ŷ + Δŷ − y‖² − ½‖ŷ − y‖²
+        dy = output_change(p.output_activation, yhat, dz)[0]
+        change = (dy * (yhat - y + 0.5 * dy)).sum(axis=-1)
+    return change * p.loss_scale()
+
+
 def _output_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas) -> np.ndarray:
-    """Losses of B models that differ in one U or b_y entry each: the hidden states are the
-    base model's, only row `rows` of z_t moves (by ε·h_t[j] for U_ij, by ε for b_y_i)."""
+    """Loss changes of B models that differ in one U or b_y entry each: the hidden states are
+    the base model's, only z_t[i] moves (by ε·h_t[j] for U_ij, by ε for b_y_i)."""
     S = np.flatnonzero(p.scored)
     B = len(deltas)
-    z = np.repeat(cache.z[S][:, None, :].astype(deltas.dtype), B, axis=1)   # S × B × N
-    kick = deltas * cache.h[S][:, cols] if name == "U" else np.broadcast_to(deltas, (len(S), B))
-    z[:, np.arange(B), rows] += kick
-    per_step = rnn.step_losses(p.loss, p.output_activation, z, p.targets[S][:, None, :])
-    return (per_step * p.loss_scale() - cache.step_losses[S][:, None]).sum(axis=0)
+    dzi = deltas * cache.h[S][:, cols] if name == "U" else np.broadcast_to(deltas, (len(S), B))
+    if p.output_activation == "softmax" and p.loss == "squared_error":    # every ŷ_k moves
+        dz = np.zeros((len(S), B, p.N), dtype=deltas.dtype)
+        dz[:, np.arange(B), rows] = dzi
+        return loss_change(p, cache, S, dz).sum(axis=0)
+    # otherwise L_t changes through z_t[i] alone: one number per item and step
+    yhat, y = cache.yhat[S][:, rows], p.targets[S][:, rows]
+    if p.loss == "squared_error":
+        dy = output_change(p.output_activation, yhat, dzi)[0]
+        change = dy * (yhat - y + 0.5 * dy)
+    else:               # cross-entropy: log(1 + ŷ_i(e^dz − 1)) − y_i dz; BCE's softplus: the same
+        change = np.log1p(yhat * expm1_of(dzi)) - y * dzi
+    return change.sum(axis=0) * p.loss_scale()
 
 
 def directional_losses(problem: rnn.Problem, name: str, directions: np.ndarray,
@@ -375,24 +483,11 @@ def gradcheck(problem: rnn.Problem, spec: CheckSpec) -> Report:
                     spec.seed if spec.mode != "full" else None, evaluations=1)
     for name in spec.parameters:
         g = grads[name]
-        base = None
-        if spec.mode == "directional":
-            u = directions(g.shape, spec.samples, spec.seed, name)
-            analytic = u @ g.ravel()
-            index = [[k] for k in range(len(u))]
-        else:
-            flat = np.arange(g.size) if spec.mode == "full" else \
-                sampled_indices(g.size, spec.samples, spec.seed, name)
-            analytic = g.ravel()[flat]
-            index = [list(map(int, np.unravel_index(k, g.shape))) for k in flat]
-        if needs_base(spec.method):        # the base loss on the same code path as the others
-            base = _losses(problem, spec, name, cache, np.zeros(1), None)[0, 0]
-            report.evaluations += 1
-        losses = _losses(problem, spec, name, cache, steps,
-                         u if spec.mode == "directional" else flat)
+        which, analytic, index = _items(spec, name, g)
+        losses = _losses(problem, spec, name, cache, steps, which)
         report.evaluations += losses.size
         with np.errstate(all="ignore"):
-            numerical = combine(spec.method, eps, losses, base, analytic,
+            numerical = combine(spec.method, eps, losses, analytic,
                                 float(np.abs(cache.step_losses).sum()))
         if not np.all(np.isfinite(numerical.values)):
             raise NonFiniteLoss(name)
@@ -405,20 +500,29 @@ def gradcheck(problem: rnn.Problem, spec: CheckSpec) -> Report:
     return report
 
 
+def _items(spec: CheckSpec, name: str, g: np.ndarray):
+    """What is checked for one parameter: directions or flat indices, the analytic values
+    there (gᵀu or g[k]), and a function naming item k for the report."""
+    if spec.mode == "directional":
+        u = directions(g.shape, spec.samples, spec.seed, name)
+        return u, u @ g.ravel(), lambda k: [int(k)]               # direction number k
+    flat = np.arange(g.size) if spec.mode == "full" else \
+        sampled_indices(g.size, spec.samples, spec.seed, name)
+    return flat, g.ravel()[flat], lambda k: [int(i) for i in np.unravel_index(flat[k], g.shape)]
+
+
 def _losses(problem, spec, name, cache, steps, which):
-    """Losses items × steps; `which` is directions (directional mode) or flat indices.
-    steps [0] gives the base loss on the same code path as the perturbed ones."""
+    """Loss changes items × steps; `which` is directions (directional) or flat indices."""
     with np.errstate(all="ignore"):
         if spec.mode == "directional":
-            which = which if which is not None else np.zeros((1, getattr(problem.weights, name).size))
             return directional_losses(problem, name, which, steps, cache)
-        which = which if which is not None else np.zeros(1, dtype=np.int64)
         return element_losses(problem, name, which, steps, cache)
 
 
-def summarise(analytic: np.ndarray, num: Numerical, index: list[list[int]],
+def summarise(analytic: np.ndarray, num: Numerical, index,
               spec: CheckSpec) -> ParameterReport:
-    """Per-parameter figures; the worst item is the one that most exceeds its tolerance."""
+    """Per-parameter figures; the worst item is the one that most exceeds its tolerance
+    (`index(k)` names item k)."""
     n = num.values
     err = np.abs(analytic - n)
     tol = spec.atol + spec.rtol * np.abs(n)
@@ -436,7 +540,7 @@ def summarise(analytic: np.ndarray, num: Numerical, index: list[list[int]],
     return ParameterReport(
         passed=passed, checked=int(n.size), failed=int((~ok).sum()),
         max_abs_error=float(err.max()), max_rel_error=float(rel.max()),
-        worst_index=index[worst], analytic_at_worst=float(analytic[worst]),
+        worst_index=index(worst), analytic_at_worst=float(analytic[worst]),
         numerical_at_worst=float(n[worst]),
         error_estimate=None if num.error_estimate is None else float(num.error_estimate.max()),
         convergence_order=order)
@@ -468,7 +572,8 @@ class Sizes:
                 "b_h": self.H, "b_y": self.N, "h_init": self.H}[name]
 
 
-def evaluation_cost(s: Sizes, name: str, method: str, mode: str) -> float:
+def evaluation_cost(s: Sizes, name: str, method: str, mode: str,
+                    softmax_squared: bool = False) -> float:
     """Multiply-adds (elementwise work weighted by ELEMENTWISE) of one perturbed loss."""
     step = s.H * s.H + ELEMENTWISE * s.H                 # one step of the recurrence
     out = s.S * (s.N * s.H + ELEMENTWISE * s.N)          # outputs and losses
@@ -481,8 +586,8 @@ def evaluation_cost(s: Sizes, name: str, method: str, mode: str) -> float:
     elif name in HIDDEN_PATH:
         steps = s.v_steps if name == "V" else s.T
         cost = steps * step + out * steps / s.T
-    else:
-        cost = s.S * OUTPUT * s.N
+    else:                                                # only z_t[i] moves
+        cost = s.S * (ELEMENTWISE * s.N if softmax_squared else OUTPUT)
     return cost * (COMPLEX if method == "complex_step" else 1.0)
 
 
@@ -498,7 +603,7 @@ def estimate(s: Sizes, spec: CheckSpec) -> tuple[float, int]:
     evaluations = 1
     per_item = evaluations_per_item(spec.method)
     for name in spec.parameters:
-        n = items(s, name, spec.mode, spec.samples) * per_item + needs_base(spec.method)
+        n = items(s, name, spec.mode, spec.samples) * per_item
         evaluations += n
         work += n * evaluation_cost(s, name, spec.method, spec.mode)
         work += -(-n // CHUNK_ITEMS) * s.T * STEP_OVERHEAD
