@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import binascii
+import math
 from typing import Annotated, ClassVar, Literal, TypeVar, Union
 
 import numpy as np
@@ -49,7 +50,7 @@ class BinaryArray(StrictModel):
         shape = info.data.get("shape")
         if shape is None:                        # the shape's own error is already reported
             return np.empty(0)
-        expected = 8 * int(np.prod(shape, dtype=np.int64))
+        expected = 8 * math.prod(shape)
         if len(raw) != expected:
             raise PydanticCustomError(
                 "binary_size", f"holds {len(raw)} bytes; shape {shape} of float64 needs {expected}")

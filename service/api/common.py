@@ -53,7 +53,8 @@ def ensure_finite(**results) -> None:
     """422 naming the first non-finite entry: a result that overflowed float64."""
     try:                              # fast path: a finite sum of sums means every entry is finite
         with np.errstate(over="ignore", invalid="ignore"):
-            total = sum(float(np.sum(v)) for v in results.values() if v is not None)
+            total = sum(float(v.sum()) if isinstance(v, np.ndarray) else float(np.sum(v))
+                        for v in results.values() if v is not None)
         if total - total == 0.0:
             return
     except (TypeError, ValueError):

@@ -226,7 +226,9 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
         else:
             per_step = step_losses(problem.loss, problem.output_activation, z, y)
         mask = problem.scored.reshape(T, *([1] * len(batch)))
-        cache.step_losses = np.where(mask, per_step, 0) * problem.loss_scale()
+        scale = problem.loss_scale()
+        cache.step_losses = per_step if scale == 1.0 and problem.scored.all() \
+            else np.where(mask, per_step, 0) * scale
         cache.loss = cache.step_losses.sum(axis=0)
     return cache
 
@@ -264,14 +266,17 @@ def output_grads(cache: Cache):
 def _input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
     """dL/dV from dL/da_t (T x H)."""
     tokens = problem.tokens
-    if tokens is not None and len(tokens) * problem.D <= 2 ** 21:
-        onehot = np.zeros((len(tokens), problem.D))  # the x_t: one BLAS call beats np.add.at
+    if tokens is not None and da.size * problem.D <= 2 ** 18:
+        onehot = np.zeros((len(tokens), problem.D))  # the x_t: one small BLAS call
         onehot[np.arange(len(tokens)), tokens] = 1.0
         return da.T @ onehot
-    if tokens is not None:                           # column j sums da_t over steps with token j
-        dV = np.zeros((da.shape[1], problem.D))
-        np.add.at(dV.T, tokens, da)
-        return dV
+    if tokens is not None:
+        # column j of dV sums da_t over the steps with token j; adding rows of dV^T one step
+        # at a time is ~4x faster than np.add.at or the one-hot product at large sizes
+        dVT = np.zeros((problem.D, da.shape[1]))
+        for t, j in enumerate(tokens.tolist()):
+            dVT[j] += da[t]
+        return dVT.T
     return da.T @ problem.inputs
 
 
