@@ -11,7 +11,7 @@ export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-.PHONY: install install-test system-deps run test bench clean
+.PHONY: install install-test system-deps run test bench bench-gradcheck clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ $(BENCH_VENV)/.installed: requirements.txt
 bench: $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# `make bench-gradcheck`: only the full /v1/gradcheck against torch.autograd.gradcheck
+# (writes bench/gradcheck_results.md); `make bench` includes it
+bench-gradcheck: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/gradcheck_vs_torch.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

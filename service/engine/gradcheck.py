@@ -289,7 +289,11 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
             da[items[live], rows[live]] += kicks[t, live]
         elif name == "b_h":
             da[items[live], rows[live]] += deltas[live]
-        dh[live] = hidden_change(p.hidden_activation, cache.a[t], cache.h[t], da)
+        change = hidden_change(p.hidden_activation, cache.a[t], cache.h[t], da)
+        if n == B:
+            dh = change                                           # everyone joined: no copy
+        else:
+            dh[live] = change
     total[:n] += loss_change(p, cache, last, _gemm(dh[:n], w.U.T, complex_))
     return total
 
