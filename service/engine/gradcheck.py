@@ -196,7 +196,7 @@ def _fitted_order(h: np.ndarray, r: np.ndarray, noise: float) -> np.ndarray:
 
 # --- batched perturbed losses ---
 
-def _chunk_size(problem: rnn.Problem, width: int) -> int:
+def _chunk_size(width: int) -> int:
     """Items per chunk: about six (B, width) complex arrays live at once, and a (B, width)
     state of about CACHE_BYTES, so the elementwise passes of a step stay in cache."""
     return int(max(1, min(CHUNK_ITEMS, CHUNK_BYTES // (6 * 16 * max(width, 1)),
@@ -222,13 +222,13 @@ def element_losses(problem: rnn.Problem, name: str, flat: np.ndarray, steps: np.
         # run items in order of their first affected step, so a chunk's early steps are short
         order = np.argsort(start, kind="stable")
         order = order[start[order] <= last_scored(problem)]      # the others leave L unchanged
-        size = _chunk_size(problem, problem.H + problem.N)
+        size = _chunk_size(problem.H + problem.N)
         for i in range(0, len(order), size):
             part = order[i:i + size]
             out[part] = _hidden_path(problem, cache, name, rows[part], cols[part], deltas[part],
                                      start[part])
     else:
-        size = _chunk_size(problem, int(problem.scored.sum()) * problem.N)
+        size = _chunk_size(int(problem.scored.sum()) * problem.N)
         for i in range(0, len(deltas), size):
             part = slice(i, i + size)
             out[part] = _output_path(problem, cache, name, rows[part], cols[part], deltas[part])
@@ -246,11 +246,24 @@ def start_steps(p: rnn.Problem, cache: rnn.Cache, name: str, flat: np.ndarray) -
     if name in ("b_h", "h_init"):
         return np.zeros(len(flat), dtype=np.int64)
     if name == "V":
-        x = (p.tokens[:, None] == np.arange(p.D)) if p.tokens is not None else p.inputs != 0
+        first = first_nonzero_input(p, p.T)
     else:
-        x = np.concatenate([p.weights.h_init[None], cache.h[:-1]]) != 0
-    first = np.where(x.any(axis=0), np.argmax(x, axis=0), p.T)    # per column j
-    return first[flat % x.shape[1]]
+        first = first_nonzero(np.concatenate([p.weights.h_init[None], cache.h[:-1]]) != 0)
+    return first[flat % len(first)]
+
+
+def first_nonzero(x: np.ndarray) -> np.ndarray:
+    """Per column of a T × n bool array, the first row that is True (T: none)."""
+    return np.where(x.any(axis=0), np.argmax(x, axis=0), x.shape[0])
+
+
+def first_nonzero_input(p: rnn.Problem, T: int) -> np.ndarray:
+    """Per input j, the first t < T with x_t[j] ≠ 0 (T: none); O(T) for tokens."""
+    if p.inputs is not None:
+        return first_nonzero(p.inputs[:T] != 0)
+    first = np.full(p.D, T)
+    np.minimum.at(first, p.tokens[:T], np.arange(min(T, len(p.tokens))))
+    return first
 
 
 def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas,
@@ -264,9 +277,6 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
     complex_ = np.iscomplexobj(deltas)
     h_before = np.concatenate([w.h_init[None], cache.h])          # base h_{t−1} at index t
     dh = np.zeros((B, p.H), dtype=deltas.dtype)
-    if name == "V":                                               # ε·x_t[j] for every t
-        x = (p.tokens[:, None] == cols[None, :]) if p.tokens is not None else p.inputs[:, cols]
-        kicks = deltas * x
     # one GEMM per step: Δh_{t−1} [Wᵀ | Uᵀ] gives Δa_t and Δz_{t−1} together
     WU = np.concatenate([w.W.T, w.U.T], axis=1)
     total = np.zeros(B, dtype=deltas.dtype)
@@ -282,13 +292,8 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
         if t > first and p.scored[t - 1]:                         # items joining now add 0
             total[live] += loss_change(p, cache, t - 1, both[:, p.H:])
         da = both[:, :p.H]                                        # Δa_t = W Δh_{t−1} + kick
-        if name == "W":                                           # ε · perturbed h_{t−1}[j]
-            da[items[live], rows[live]] += deltas[live] * (h_before[t][cols[live]]
-                                                           + dh[items[live], cols[live]])
-        elif name == "V":
-            da[items[live], rows[live]] += kicks[t, live]
-        elif name == "b_h":
-            da[items[live], rows[live]] += deltas[live]
+        if name != "h_init":
+            da[items[:n], rows[:n]] += _kick(p, name, t, cols[:n], deltas[:n], h_before[t], dh)
         change = hidden_change(p.hidden_activation, cache.a[t], cache.h[t], da)
         if n == B:
             dh = change                                           # everyone joined: no copy
@@ -296,6 +301,16 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
             dh[live] = change
     total[:n] += loss_change(p, cache, last, _gemm(dh[:n], w.U.T, complex_))
     return total
+
+
+def _kick(p: rnn.Problem, name: str, t: int, cols, deltas, h_prev, dh):
+    """What the perturbation adds to a_t[i]: ε·x_t[j] (V_ij), ε·h_{t−1}[j] of the perturbed
+    model (W_ij: base h_prev plus the item's Δh_{t−1}), ε (b_h_i)."""
+    if name == "W":
+        return deltas * (h_prev[cols] + dh[np.arange(len(cols)), cols])
+    if name == "V":
+        return deltas * (p.tokens[t] == cols if p.tokens is not None else p.inputs[t, cols])
+    return deltas
 
 
 def _gemm(x: np.ndarray, MT: np.ndarray, complex_: bool) -> np.ndarray:
@@ -429,8 +444,7 @@ def directional_losses(problem: rnn.Problem, name: str, directions: np.ndarray,
     """L(θ + s·u) − L(θ) for every direction u (rows of `directions`, flattened) and step s."""
     theta = getattr(problem.weights, name)
     K = len(steps)
-    per_model = theta.size + problem.T * (2 * problem.H + 2 * problem.N)
-    size = max(1, min(CHUNK_ITEMS, CHUNK_BYTES // (16 * per_model)))
+    size = _directional_chunk(theta.size, problem.T, problem.H, problem.N)
     deltas = np.tile(steps, len(directions))
     dirs = np.repeat(directions, K, axis=0)
     parts = []
@@ -439,6 +453,11 @@ def directional_losses(problem: rnn.Problem, name: str, directions: np.ndarray,
         batch = theta[None] + (d[:, None] * dirs[start:start + size]).reshape(-1, *theta.shape)
         parts.append(_batched_model_losses(problem, name, batch, cache))
     return np.concatenate(parts).reshape(len(directions), K)
+
+
+def _directional_chunk(size: int, T: int, H: int, N: int) -> int:
+    """Models per batch: the weights and the forward pass's a, h, z, ŷ of each."""
+    return max(1, min(CHUNK_ITEMS, CHUNK_BYTES // (16 * (size + T * (2 * H + 2 * N)))))
 
 
 def _batched_model_losses(p: rnn.Problem, name: str, batch: np.ndarray, cache: rnn.Cache):
@@ -561,23 +580,23 @@ class Sizes:
     N: int
     dense: bool         # dense inputs (else tokens)
     v_steps: float      # mean steps a perturbation of V runs (from the first x_t[j] ≠ 0)
+    every_output: bool = False    # softmax with squared error: one z_t[i] moves every ŷ_k
 
     @classmethod
     def of(cls, p: rnn.Problem) -> "Sizes":
         """Sizes from the problem's shapes, tokens and targets: no forward pass."""
         T = last_scored(p) + 1
-        x = (p.tokens[:T, None] == np.arange(p.D)) if p.tokens is not None else p.inputs[:T] != 0
-        first = np.where(x.any(axis=0), np.argmax(x, axis=0), T)
+        first = first_nonzero_input(p, T)
         return cls(T, int(p.scored.sum()), p.H, p.D, p.N, p.inputs is not None,
-                   float(np.mean(T - first)))
+                   float(np.mean(T - first)),
+                   p.output_activation == "softmax" and p.loss == "squared_error")
 
     def size(self, name: str) -> int:
         return {"V": self.H * self.D, "W": self.H * self.H, "U": self.N * self.H,
                 "b_h": self.H, "b_y": self.N, "h_init": self.H}[name]
 
 
-def evaluation_cost(s: Sizes, name: str, method: str, mode: str,
-                    softmax_squared: bool = False) -> float:
+def evaluation_cost(s: Sizes, name: str, method: str, mode: str) -> float:
     """Multiply-adds (elementwise work weighted by ELEMENTWISE) of one perturbed loss."""
     step = s.H * s.H + ELEMENTWISE * s.H                 # one step of the recurrence
     out = s.S * (s.N * s.H + ELEMENTWISE * s.N)          # outputs and losses
@@ -591,8 +610,14 @@ def evaluation_cost(s: Sizes, name: str, method: str, mode: str,
         steps = s.v_steps if name == "V" else s.T
         cost = steps * step + out * steps / s.T
     else:                                                # only z_t[i] moves
-        cost = s.S * (ELEMENTWISE * s.N if softmax_squared else OUTPUT)
+        cost = s.S * (ELEMENTWISE * s.N if s.every_output else OUTPUT)
     return cost * (COMPLEX if method == "complex_step" else 1.0)
+
+
+def chunk_items(s: Sizes, name: str, mode: str) -> int:
+    if mode == "directional":
+        return _directional_chunk(s.size(name), s.T, s.H, s.N)
+    return _chunk_size(s.H + s.N if name in HIDDEN_PATH else s.S * s.N)
 
 
 def items(s: Sizes, name: str, mode: str, samples: int) -> int:
@@ -610,7 +635,7 @@ def estimate(s: Sizes, spec: CheckSpec) -> tuple[float, int]:
         n = items(s, name, spec.mode, spec.samples) * per_item
         evaluations += n
         work += n * evaluation_cost(s, name, spec.method, spec.mode)
-        work += -(-n // CHUNK_ITEMS) * s.T * STEP_OVERHEAD
+        work += -(-n // chunk_items(s, name, spec.mode)) * s.T * STEP_OVERHEAD
     return work, evaluations
 
 
