@@ -18,47 +18,43 @@ def tensors(body: dict) -> dict:
     return out
 
 
-def forward_backward(t: dict, with_outputs: bool = False):
-    """tanh RNN, softmax outputs, summed cross-entropy: L and dL/dθ (and, if asked, the
-    outputs, hidden states and per-step losses as the API returns them)."""
-    for name in PARAMETERS:
-        t[name].grad = None
+def _forward(t: dict):
+    """tanh RNN with softmax outputs: the hidden states h_t (a list), the logits and L_t."""
     drive = t["V"].T[t["tokens"]]                  # V x_t for one-hot x_t: columns of V
     h = t["h_init"]
     hs = []
     for step in range(drive.shape[0]):
         h = torch.tanh(drive[step] + t["W"] @ h + t["b_h"])
         hs.append(h)
-    hidden = torch.stack(hs)
-    z = hidden @ t["U"].T + t["b_y"]
-    step_losses = torch.nn.functional.cross_entropy(z, t["targets"], reduction="none")
+    z = torch.stack(hs) @ t["U"].T + t["b_y"]
+    return hs, z, torch.nn.functional.cross_entropy(z, t["targets"], reduction="none")
+
+
+def forward_backward(t: dict, with_outputs: bool = False):
+    """Summed cross-entropy: L and dL/dθ (and, if asked, the outputs, hidden states and
+    per-step losses as the API returns them)."""
+    for name in PARAMETERS:
+        t[name].grad = None
+    hs, z, step_losses = _forward(t)
     loss = step_losses.sum()
     loss.backward()
     grads = {k: t[k].grad for k in PARAMETERS}
     if not with_outputs:
         return loss.item(), grads
-    return loss.item(), grads, {"outputs": torch.softmax(z.detach(), dim=-1), "hidden": hidden.detach(),
-                                "step_losses": step_losses.detach()}
+    return loss.item(), grads, {"outputs": torch.softmax(z.detach(), dim=-1),
+                                "hidden": torch.stack(hs).detach(), "step_losses": step_losses.detach()}
 
 
 def full_response(t: dict) -> dict:
     """Everything /v1/gradients returns, the way a PyTorch user would get it: one backward
     pass for dL/dθ and the total dL/dh_t, and dL_t/db_h for every t as T vector-Jacobian
     products batched into one call (is_grads_batched)."""
-    drive = t["V"].T[t["tokens"]]
-    h = t["h_init"]
-    hs = []
-    for step in range(drive.shape[0]):
-        h = torch.tanh(drive[step] + t["W"] @ h + t["b_h"])
-        hs.append(h)
-    hidden = torch.stack(hs)
-    z = hidden @ t["U"].T + t["b_y"]
-    step_losses = torch.nn.functional.cross_entropy(z, t["targets"], reduction="none")
+    hs, z, step_losses = _forward(t)
     (by_step,) = torch.autograd.grad(step_losses, t["b_h"], retain_graph=True, is_grads_batched=True,
                                      grad_outputs=torch.eye(len(hs), dtype=torch.float64))
     loss = step_losses.sum()
     grads = torch.autograd.grad(loss, [t[k] for k in PARAMETERS] + hs)
     return {**dict(zip(PARAMETERS, grads)), "b_h_by_step": by_step,
             "hidden_grad_norms": torch.stack(grads[len(PARAMETERS):]).norm(dim=1),
-            "outputs": torch.softmax(z.detach(), dim=-1), "hidden": hidden.detach(),
+            "outputs": torch.softmax(z.detach(), dim=-1), "hidden": torch.stack(hs).detach(),
             "step_losses": step_losses.detach(), "loss": loss.detach()}
