@@ -254,7 +254,7 @@ def test_batched_losses_agree_with_a_plain_loop(case, monkeypatch):
     monkeypatch.setattr(gc, "CHUNK_ITEMS", 5)                     # several chunks per parameter
     for name in ref.PARAMS:
         flat = np.arange(p[name].size)
-        real = np.array([1e-3, -1e-3, 2e-4])
+        real = np.array([1e-3, -1e-3, 2e-4, 0.7])          # 0.7: past the series, direct
         batched = gc.element_losses(problem, name, flat, real, cache)
         looped = loop_changes(spec, p, name, real).real
         assert np.allclose(batched, looped, rtol=1e-9, atol=1e-13), name

@@ -335,15 +335,22 @@ TANH_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925)    # i
 EXPM1_SERIES = tuple(1 / math.factorial(k) for k in range(1, 10))          # in powers of d
 
 
-def _terms(d, series, power: int):
-    """How many terms of `series` bring the truncation below 1e-17 relative for every
-    entry of d (None: d is too large for the series). The tiny perturbations of a check need
-    one to three terms."""
+def _largest(d) -> float:
     if not d.size:
-        return 1
-    m = float(np.abs(d).max()) if np.iscomplexobj(d) else max(float(d.max()), -float(d.min()))
-    if m > SMALL:
-        return None
+        return 0.0
+    return float(np.abs(d).max()) if np.iscomplexobj(d) else max(float(d.max()), -float(d.min()))
+
+
+def small(d) -> bool:
+    """Whether the series below apply; larger changes are computed as f(x + d) − f(x) with
+    the engine's own functions (their rounding is then negligible against the change)."""
+    return _largest(d) <= SMALL
+
+
+def _terms(d, series, power: int) -> int:
+    """How many terms of `series` bring the truncation below 1e-17 relative for every
+    entry of d (|d| ≤ SMALL). The tiny perturbations of a check need one to three terms."""
+    m = _largest(d)
     for k in range(1, len(series)):
         if abs(series[k]) * m ** (power * k) <= 1e-17:
             return k
@@ -364,17 +371,21 @@ def _odd_series(x, x_power, coefficients):
 
 
 def tanh_of(d):
-    k = _terms(d, TANH_SERIES, 2)
-    return np.tanh(d) if k is None else _odd_series(d, d * d, TANH_SERIES[:k])
+    """tanh(d) for |d| ≤ SMALL."""
+    return _odd_series(d, d * d, TANH_SERIES[:_terms(d, TANH_SERIES, 2)])
 
 
 def expm1_of(d):
-    k = _terms(d, EXPM1_SERIES, 1)
-    return np.expm1(d) if k is None else _odd_series(d, d, EXPM1_SERIES[:k])
+    """e^d − 1 for |d| ≤ SMALL."""
+    return _odd_series(d, d, EXPM1_SERIES[:_terms(d, EXPM1_SERIES, 1)])
 
 
 def hidden_change(name: str, a, h, d):
     """f_h(a + d) − f_h(a) for base pre-activations a and states h = f_h(a)."""
+    if name == "identity":
+        return d
+    if name == "relu" or not small(d):   # relu: the engine's convention, f(0) = 0, f'(0) = 0
+        return rnn.hidden(name, a + d) - h
     if name == "tanh":
         t = tanh_of(d)
         den = h * t
@@ -382,16 +393,12 @@ def hidden_change(name: str, a, h, d):
         t *= 1 - h * h
         t /= den
         return t
-    if name == "sigmoid":                # σ(a+d) = σ e^d / (1 − σ + σ e^d)
-        m = expm1_of(d)
-        return h * (1 - h) * m / (1 + h * m)
-    if name == "relu":                   # same convention as the engine: f(0) = 0, f'(0) = 0
-        return rnn.hidden("relu", a + d) - h
-    return d
+    m = expm1_of(d)                      # sigmoid: σ(a+d) = σ e^d / (1 − σ + σ e^d)
+    return h * (1 - h) * m / (1 + h * m)
 
 
 def output_change(name: str, yhat, dz):
-    """f_y(z + dz) − f_y(z) and, for softmax, S = Σ_k ŷ_k (e^{dz_k} − 1)."""
+    """f_y(z + dz) − f_y(z) for |dz| ≤ SMALL, and for softmax S = Σ_k ŷ_k (e^{dz_k} − 1)."""
     if name == "identity":
         return dz, None
     m = expm1_of(dz)
@@ -407,7 +414,11 @@ def loss_change(p: rnn.Problem, cache: rnn.Cache, t, dz):
     yhat, y = cache.yhat[t], p.targets[t]
     if np.ndim(t):
         yhat, y = yhat[:, None, :], y[:, None, :]
-    if p.loss == "cross_entropy" and not np.ndim(t):     # log Σ ŷ e^{dz} − y·dz, as GEMVs
+    if not small(dz):
+        z = cache.z[t][:, None, :] if np.ndim(t) else cache.z[t]
+        change = rnn.step_losses(p.loss, p.output_activation, z + dz, y) \
+            - rnn.step_losses(p.loss, p.output_activation, z, y)
+    elif p.loss == "cross_entropy" and not np.ndim(t):     # log Σ ŷ e^{dz} − y·dz, as GEMVs
         change = np.log1p(expm1_of(dz) @ yhat) - dz @ y
     elif p.loss == "cross_entropy":
         change = np.log1p((expm1_of(dz) * yhat).sum(axis=-1)) - (dz * y).sum(axis=-1)
@@ -425,9 +436,9 @@ def _output_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
     S = np.flatnonzero(p.scored)
     B = len(deltas)
     dzi = deltas * cache.h[S][:, cols] if name == "U" else np.broadcast_to(deltas, (len(S), B))
-    if p.output_activation == "softmax" and p.loss == "squared_error":    # every ŷ_k moves
+    if (p.output_activation == "softmax" and p.loss == "squared_error") or not small(dzi):
         dz = np.zeros((len(S), B, p.N), dtype=deltas.dtype)
-        dz[:, np.arange(B), rows] = dzi
+        dz[:, np.arange(B), rows] = dzi                   # every ŷ_k moves, or a large step
         return loss_change(p, cache, S, dz).sum(axis=0)
     # otherwise L_t changes through z_t[i] alone: one number per item and step
     yhat, y = cache.yhat[S][:, rows], p.targets[S][:, rows]
