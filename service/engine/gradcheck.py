@@ -336,32 +336,33 @@ EXPM1_SERIES = tuple(1 / math.factorial(k) for k in range(1, 10))          # in 
 
 
 def _largest(d) -> float:
+    """max |d|: the series below apply up to SMALL; larger changes are computed as
+    f(x + d) − f(x) with the engine's own functions (their rounding is then negligible
+    against the change)."""
     if not d.size:
         return 0.0
     return float(np.abs(d).max()) if np.iscomplexobj(d) else max(float(d.max()), -float(d.min()))
 
 
-def small(d) -> bool:
-    """Whether the series below apply; larger changes are computed as f(x + d) − f(x) with
-    the engine's own functions (their rounding is then negligible against the change)."""
-    return _largest(d) <= SMALL
-
-
-def _terms(d, series, power: int) -> int:
+def _terms(m: float, series, power: int) -> int:
     """How many terms of `series` bring the truncation below 1e-17 relative for every
-    entry of d (|d| ≤ SMALL). The tiny perturbations of a check need one to three terms."""
-    m = _largest(d)
+    |d| ≤ m ≤ SMALL. The tiny perturbations of a check need one to three terms."""
     for k in range(1, len(series)):
         if abs(series[k]) * m ** (power * k) <= 1e-17:
             return k
     return len(series)
 
 
-def _odd_series(x, x_power, coefficients):
-    """x · Σ_k c_k (x_power)^k by Horner's rule, in place on one new array."""
+def _odd_series(x, x_power, coefficients, own_power: bool = False):
+    """x · Σ_k c_k (x_power)^k by Horner's rule, in place on one new array (with two
+    terms, x_power's own if the caller hands it over)."""
     if len(coefficients) == 1:
         return x * coefficients[0]
-    out = x_power * coefficients[-1]
+    if own_power and len(coefficients) == 2:          # x_power is read once: reuse it
+        out = x_power
+        out *= coefficients[-1]
+    else:
+        out = x_power * coefficients[-1]
     for i in range(len(coefficients) - 2, -1, -1):
         out += coefficients[i]
         if i:
@@ -370,38 +371,40 @@ def _odd_series(x, x_power, coefficients):
     return out
 
 
-def tanh_of(d):
-    """tanh(d) for |d| ≤ SMALL."""
-    return _odd_series(d, d * d, TANH_SERIES[:_terms(d, TANH_SERIES, 2)])
+def tanh_of(d, largest: float):
+    """tanh(d) for |d| ≤ largest ≤ SMALL."""
+    return _odd_series(d, d * d, TANH_SERIES[:_terms(largest, TANH_SERIES, 2)], own_power=True)
 
 
-def expm1_of(d):
-    """e^d − 1 for |d| ≤ SMALL."""
-    return _odd_series(d, d, EXPM1_SERIES[:_terms(d, EXPM1_SERIES, 1)])
+def expm1_of(d, largest: float):
+    """e^d − 1 for |d| ≤ largest ≤ SMALL."""
+    return _odd_series(d, d, EXPM1_SERIES[:_terms(largest, EXPM1_SERIES, 1)])
 
 
 def hidden_change(name: str, a, h, d):
     """f_h(a + d) − f_h(a) for base pre-activations a and states h = f_h(a)."""
     if name == "identity":
         return d
-    if name == "relu" or not small(d):   # relu: the engine's convention, f(0) = 0, f'(0) = 0
+    m = _largest(d)
+    if name == "relu" or m > SMALL:      # relu: the engine's convention, f(0) = 0, f'(0) = 0
         return rnn.hidden(name, a + d) - h
     if name == "tanh":
-        t = tanh_of(d)
+        t = tanh_of(d, m)
         den = h * t
         den += 1
         t *= 1 - h * h
         t /= den
         return t
-    m = expm1_of(d)                      # sigmoid: σ(a+d) = σ e^d / (1 − σ + σ e^d)
-    return h * (1 - h) * m / (1 + h * m)
+    e = expm1_of(d, m)                   # sigmoid: σ(a+d) = σ e^d / (1 − σ + σ e^d)
+    return h * (1 - h) * e / (1 + h * e)
 
 
-def output_change(name: str, yhat, dz):
-    """f_y(z + dz) − f_y(z) for |dz| ≤ SMALL, and for softmax S = Σ_k ŷ_k (e^{dz_k} − 1)."""
+def output_change(name: str, yhat, dz, largest: float):
+    """f_y(z + dz) − f_y(z) for |dz| ≤ largest ≤ SMALL, and for softmax
+    S = Σ_k ŷ_k (e^{dz_k} − 1)."""
     if name == "identity":
         return dz, None
-    m = expm1_of(dz)
+    m = expm1_of(dz, largest)
     if name == "sigmoid":
         return yhat * (1 - yhat) * m / (1 + yhat * m), None
     S = (m * yhat).sum(axis=-1, keepdims=True)            # softmax(z+dz)_k = ŷ_k e^{dz_k}/(1+S)
@@ -414,18 +417,19 @@ def loss_change(p: rnn.Problem, cache: rnn.Cache, t, dz):
     yhat, y = cache.yhat[t], p.targets[t]
     if np.ndim(t):
         yhat, y = yhat[:, None, :], y[:, None, :]
-    if not small(dz):
+    m = _largest(dz)
+    if m > SMALL:
         z = cache.z[t][:, None, :] if np.ndim(t) else cache.z[t]
         change = rnn.step_losses(p.loss, p.output_activation, z + dz, y) \
             - rnn.step_losses(p.loss, p.output_activation, z, y)
     elif p.loss == "cross_entropy" and not np.ndim(t):     # log Σ ŷ e^{dz} − y·dz, as GEMVs
-        change = np.log1p(expm1_of(dz) @ yhat) - dz @ y
+        change = np.log1p(expm1_of(dz, m) @ yhat) - dz @ y
     elif p.loss == "cross_entropy":
-        change = np.log1p((expm1_of(dz) * yhat).sum(axis=-1)) - (dz * y).sum(axis=-1)
+        change = np.log1p((expm1_of(dz, m) * yhat).sum(axis=-1)) - (dz * y).sum(axis=-1)
     elif p.loss == "binary_cross_entropy":   # softplus(z + dz) − softplus(z) − y·dz
-        change = (np.log1p(yhat * expm1_of(dz)) - y * dz).sum(axis=-1)
+        change = (np.log1p(yhat * expm1_of(dz, m)) - y * dz).sum(axis=-1)
     else:                                # ½‖ŷ + Δŷ − y‖² − ½‖ŷ − y‖²
-        dy = output_change(p.output_activation, yhat, dz)[0]
+        dy = output_change(p.output_activation, yhat, dz, m)[0]
         change = (dy * (yhat - y + 0.5 * dy)).sum(axis=-1)
     return change * p.loss_scale()
 
@@ -436,17 +440,18 @@ def _output_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
     S = np.flatnonzero(p.scored)
     B = len(deltas)
     dzi = deltas * cache.h[S][:, cols] if name == "U" else np.broadcast_to(deltas, (len(S), B))
-    if (p.output_activation == "softmax" and p.loss == "squared_error") or not small(dzi):
+    m = _largest(dzi)
+    if (p.output_activation == "softmax" and p.loss == "squared_error") or m > SMALL:
         dz = np.zeros((len(S), B, p.N), dtype=deltas.dtype)
         dz[:, np.arange(B), rows] = dzi                   # every ŷ_k moves, or a large step
         return loss_change(p, cache, S, dz).sum(axis=0)
     # otherwise L_t changes through z_t[i] alone: one number per item and step
     yhat, y = cache.yhat[S][:, rows], p.targets[S][:, rows]
     if p.loss == "squared_error":
-        dy = output_change(p.output_activation, yhat, dzi)[0]
+        dy = output_change(p.output_activation, yhat, dzi, m)[0]
         change = dy * (yhat - y + 0.5 * dy)
     else:               # cross-entropy: log(1 + ŷ_i(e^dz − 1)) − y_i dz; BCE's softplus: the same
-        change = np.log1p(yhat * expm1_of(dzi)) - y * dzi
+        change = np.log1p(yhat * expm1_of(dzi, m)) - y * dzi
     return change.sum(axis=0) * p.loss_scale()
 
 
