@@ -231,11 +231,12 @@ def write(rows: list[dict], args) -> None:
              "| problem | parameters | service (wall) | torch gradcheck (wall) | speed-up (wall) | "
              "service CPU | torch CPU | speed-up (CPU) | bar |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        verdict = "PASS" if r["ratio"] >= SPEED_BAR else "MISS"
+    for i, r in enumerate(rows):                  # the bar is on the 8,288-parameter case
+        verdict = ("PASS" if r["ratio"] >= SPEED_BAR else "MISS") + f" (wall ≥ {SPEED_BAR:.0f}×)" \
+            if i == 0 else "reported"
         lines.append(f"| {r['label']} | {r['params']:,} | {r['ours']:.3f} s | {r['theirs']:.1f} s | "
                      f"{r['ratio']:.1f}× | {r['ours_cpu']:.2f} s | {r['theirs_cpu']:.1f} s | "
-                     f"{r['cpu_ratio']:.1f}× | {verdict} (wall ≥ {SPEED_BAR:.0f}×) |")
+                     f"{r['cpu_ratio']:.1f}× | {verdict} |")
     lines += ["", f"Load average while it ran: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} "
               "cores. Other work on the machine slows both sides; the CPU-time columns (the "
               "gunicorn worker's utime + stime from /proc, torch's process time) are less "
