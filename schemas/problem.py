@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from .base import Matrix, PositiveInt, StrictModel, Vector, check_limit, matrix, vector
+from .base import (BinaryVector, Matrix, PositiveInt, StrictModel, Vector, _error, check_limit, matrix,
+                   vector)
 from .errors import RequestInvalid, pointer
 from .limits import Limits
 
@@ -185,6 +186,10 @@ def _targets(entries: list, loss: str, T: int, N: int, errors: list):
                 errors.append((where, f"class {e} is outside [0, {N}) (N = rows of U)"))
             else:
                 Y[t, e] = 1.0
+        elif isinstance(e, dict):                     # a binary vector
+            values = _binary_target(e, t, N, loss, errors)
+            if values is not None:
+                Y[t] = values
         elif not isinstance(e, list) or len(e) != N:
             errors.append((where, f"must be a vector of {N} numbers or null for {loss}"))
         else:
@@ -199,6 +204,26 @@ def _targets(entries: list, loss: str, T: int, N: int, errors: list):
         if len(errors) >= 50:
             break
     return Y, scored
+
+
+def _binary_target(e: dict, t: int, N: int, loss: str, errors: list) -> np.ndarray | None:
+    """Target t sent as {"dtype": "float64", "shape": [N], "data": ...}, or None after
+    recording what is wrong (pointers into /targets/t)."""
+    try:
+        values = BinaryVector.model_validate(e).data
+    except ValidationError as exc:
+        errors += [_error({**err, "loc": ("targets", t, *err["loc"])})
+                   for err in exc.errors(include_url=False, include_input=False)]
+        return None
+    if len(values) != N:
+        errors.append((pointer("targets", t), f"must have {N} entries, got shape {list(values.shape)}"))
+        return None
+    outside = np.flatnonzero((values < 0) | (values > 1))
+    if loss == "binary_cross_entropy" and outside.size:
+        errors.append((pointer("targets", t, "data"), f"element {int(outside[0])} is outside [0, 1] "
+                                                      "for binary_cross_entropy"))
+        return None
+    return values
 
 
 class ForwardIn(ProblemIn):

@@ -142,3 +142,34 @@ def test_bad_json_arrays_keep_their_pointers(client, small_body):
 def test_binary_h_init_of_wrong_length(client, small_body):
     small_body["h_init"] = encode([0.0, 0.0, 0.0], [3])
     assert "/h_init" in _errors(client.post("/v1/forward", json=small_body))
+
+
+def _vector_targets_body(small_body, loss: str, targets: list) -> dict:
+    small_body["model"]["output_activation"] = "sigmoid" if loss == "binary_cross_entropy" else "identity"
+    small_body["loss"] = loss
+    small_body["targets"] = targets
+    return small_body
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "squared_error"])
+def test_vector_targets_may_be_binary(client, small_body, loss):
+    plain = [[0.25, 1.0, 0.0], None, [1 / 3, 0.5, 0.75]]
+    binary = [encode(y, [3]) if y is not None else None for y in plain]
+    a = client.post("/v1/gradients", json=_vector_targets_body(copy.deepcopy(small_body), loss, plain))
+    b = client.post("/v1/gradients", json=_vector_targets_body(small_body, loss, binary))
+    assert a.status_code == b.status_code == 200
+    assert a.get_json() == b.get_json()
+
+
+@pytest.mark.parametrize("target, where, words", [
+    (encode([0.5, 0.5], [2]), "/targets/2", "3 entries"),
+    (encode([0.5, 1.5, 0.0], [3]), "/targets/2/data", "element 1 is outside [0, 1]"),
+    (encode([0.5, np.nan, 0.0], [3]), "/targets/2/data", "element 1"),
+    ({"dtype": "float64", "shape": [3], "data": "AAAA"}, "/targets/2/data", "3 bytes"),
+    ({"dtype": "float64", "shape": [3, 1], "data": ""}, "/targets/2/shape", "1 entry"),
+])
+def test_bad_binary_targets_point_into_the_entry(client, small_body, target, where, words):
+    body = _vector_targets_body(small_body, "binary_cross_entropy", [[0.0, 1.0, 0.0], None, target])
+    errors = _errors(client.post("/v1/gradients", json=body))
+    assert where in errors, errors
+    assert words in errors[where]
