@@ -26,7 +26,7 @@ class StrictModel(BaseModel):
 class BinaryArray(StrictModel):
     """A float64 array as base64 of its little-endian bytes, row-major: large arrays skip
     decimal text. Validated into a numpy array (so a field holds a list or an ndarray)."""
-    ndim: ClassVar[int] = 0
+    ndim: ClassVar[int | None] = None      # None: any rank (a submitted answer)
     dtype: Literal["float64"] = Field(description="only float64")
     shape: list[Annotated[int, Field(ge=0)]] = Field(description="e.g. [H, D] for a matrix")
     data: str = Field(description="base64 (RFC 4648) of the little-endian float64 values")
@@ -34,7 +34,7 @@ class BinaryArray(StrictModel):
     @field_validator("shape")
     @classmethod
     def _rank(cls, shape: list[int]) -> list[int]:
-        if len(shape) != cls.ndim:
+        if cls.ndim is not None and len(shape) != cls.ndim:
             kind = "vector" if cls.ndim == 1 else "matrix"
             raise PydanticCustomError("binary_shape", f"a {kind} needs a shape of {cls.ndim} "
                                                       f"entr{'y' if cls.ndim == 1 else 'ies'}, got {len(shape)}")
@@ -72,6 +72,17 @@ class BinaryMatrix(BinaryArray):
 
 def _values(b: BinaryArray) -> np.ndarray:
     return b.data
+
+
+def binary_value(value: dict, where: tuple, errors: list, kind: type[BinaryArray] = BinaryArray):
+    """A binary array inside a field typed Any (a target, a submitted answer) as an ndarray,
+    or None after recording its errors with pointers below `where`."""
+    try:
+        return kind.model_validate(value).data
+    except ValidationError as exc:
+        errors += [_error({**e, "loc": (*where, *e["loc"])})
+                   for e in exc.errors(include_url=False, include_input=False)]
+        return None
 
 
 # A field typed Vector or Matrix holds a list (JSON numbers) or a float64 ndarray (binary).
@@ -114,6 +125,9 @@ def parse(model: type[M], body: bytes, max_errors: int = 50) -> M:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         bad_json = [e for e in errors if e["type"] == "json_invalid"]
+        if bad_json and "number out of range" in bad_json[0]["msg"]:
+            # valid JSON whose number is beyond what float64 (or the parser) holds: a value error
+            raise RequestInvalid([("", f"a number is too large for float64: {bad_json[0]['msg']}")]) from None
         if bad_json:
             raise MalformedJSON(f"the body is not valid JSON: {bad_json[0]['msg']}") from None
         if errors and errors[0]["type"] == "model_type" and not errors[0]["loc"]:

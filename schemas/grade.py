@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import StrictModel
+from .base import StrictModel, binary_value
 from .errors import RequestInvalid, pointer
 from .problem import ProblemIn
 
@@ -104,6 +104,8 @@ def _bad_entries(value, where: tuple, errors: list, nulls: bool, depth: int = 0)
 def answer(value, where: tuple, errors: list, nulls: bool = False) -> np.ndarray | str | None:
     """A submitted value as an array; a ragged list becomes a sentence (a failed check)."""
     n = len(errors)
+    if isinstance(value, dict) and value.keys() & {"dtype", "shape", "data"}:   # a binary array, any shape
+        return binary_value(value, where, errors)
     _bad_entries(value, where, errors, nulls)
     if len(errors) > n:
         return None

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from .base import (BinaryVector, Matrix, PositiveInt, StrictModel, Vector, _error, check_limit, matrix,
-                   vector)
+from .base import (BinaryVector, Matrix, PositiveInt, StrictModel, Vector, binary_value, check_limit,
+                   matrix, vector)
 from .errors import RequestInvalid, pointer
 from .limits import Limits
 
@@ -209,11 +209,8 @@ def _targets(entries: list, loss: str, T: int, N: int, errors: list):
 def _binary_target(e: dict, t: int, N: int, loss: str, errors: list) -> np.ndarray | None:
     """Target t sent as {"dtype": "float64", "shape": [N], "data": ...}, or None after
     recording what is wrong (pointers into /targets/t)."""
-    try:
-        values = BinaryVector.model_validate(e).data
-    except ValidationError as exc:
-        errors += [_error({**err, "loc": ("targets", t, *err["loc"])})
-                   for err in exc.errors(include_url=False, include_input=False)]
+    values = binary_value(e, ("targets", t), errors, BinaryVector)
+    if values is None:
         return None
     if len(values) != N:
         errors.append((pointer("targets", t), f"must have {N} entries, got shape {list(values.shape)}"))

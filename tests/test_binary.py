@@ -173,3 +173,23 @@ def test_bad_binary_targets_point_into_the_entry(client, small_body, target, whe
     errors = _errors(client.post("/v1/gradients", json=body))
     assert where in errors, errors
     assert words in errors[where]
+
+
+def test_a_submission_may_be_binary(client, small_body):
+    reference = client.post("/v1/gradients", json=small_body).get_json()["gradients"]
+    body = {**small_body, "submission": {"gradients": {
+        "W": encode(reference["W"], [2, 2]),                      # right
+        "b_h": encode(np.array(reference["b_h"]) * 2, [2]),       # scaled by 2
+        "U": encode(np.zeros(6), [6])}}}                          # wrong shape: a failed check
+    got = client.post("/v1/grade", json=body)
+    assert got.status_code == 200, got.get_data(as_text=True)
+    checks = {c["name"]: c for c in got.get_json()["checks"]}
+    assert checks["gradients.W"]["passed"]
+    assert not checks["gradients.b_h"]["passed"]
+    assert not checks["gradients.U"]["passed"] and checks["gradients.U"]["error"]
+
+
+def test_a_bad_binary_submission_points_into_it(client, small_body):
+    body = {**small_body, "submission": {"gradients": {"W": {"dtype": "float64", "shape": [2, 2], "data": "AA=="}}}}
+    errors = _errors(client.post("/v1/grade", json=body))
+    assert "/submission/gradients/W/data" in errors, errors
