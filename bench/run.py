@@ -251,7 +251,8 @@ f:close()
 """
 
 
-def wrk_rps(url: str, body_path: str, seconds: int) -> float:
+def wrk_rps(url: str, body_path: str, seconds: int) -> tuple[float, int]:
+    """Requests per second and the number of requests wrk completed."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT.format(path=body_path))
     try:
@@ -261,7 +262,19 @@ def wrk_rps(url: str, body_path: str, seconds: int) -> float:
         os.unlink(script.name)
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors from {url}:\n{out}")
-    return float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+    return (float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1)),
+            int(re.search(r"(\d+) requests in", out).group(1)))
+
+
+def served(app: str | None, body_path: str, seconds: int) -> tuple[float, float]:
+    """Requests per second under wrk, and the workers' CPU milliseconds per request."""
+    with server.gunicorn(app=app) as (url, master):
+        wrk_rps(url + "/v1/gradients", body_path, 1)                      # warm both workers
+        workers = server.worker_pids(master)
+        before = sum(server.cpu_seconds(pid) for pid in workers)
+        rps, count = wrk_rps(url + "/v1/gradients", body_path, seconds)
+        cpu = sum(server.cpu_seconds(pid) for pid in workers) - before
+    return rps, cpu / count * 1e3
 
 
 def bench_throughput(table: Table, quick: bool) -> None:
@@ -270,14 +283,15 @@ def bench_throughput(table: Table, quick: bool) -> None:
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
         f.write(orjson.dumps(problems.body(D, H, T)))
     try:
-        with server.gunicorn() as (url, _):
-            ours = wrk_rps(url + "/v1/gradients", f.name, seconds)
-        with server.gunicorn(app="bench.echo_app:app") as (url, _):
-            echo = wrk_rps(url + "/v1/gradients", f.name, seconds)
+        ours, ours_cpu = served(None, f.name, seconds)
+        echo, echo_cpu = served("bench.echo_app:app", f.name, seconds)
     finally:
         os.unlink(f.name)
     table.add("/v1/gradients req/s vs echo app", f"quiz (D=N={D}, H={H}, T={T}), wrk -c4 {seconds}s",
               f"{ours:.0f}/s", f"{echo:.0f}/s", ours / echo, bar=0.6)
+    table.notes.append(f"throughput: both apps under the same gunicorn settings (2 sync workers) and wrk "
+                       f"(1 thread, 4 connections, {seconds} s) on this 2-core machine; worker CPU per "
+                       f"request {ours_cpu:.2f} ms for /v1/gradients, {echo_cpu:.2f} ms for the echo app")
 
 
 # --- full /v1/gradcheck against torch.autograd.gradcheck (another module builds it) ---
