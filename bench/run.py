@@ -327,33 +327,35 @@ def bench_gradcheck(table: Table, quick: bool) -> None:
 
 # --- memory: peak RSS of a worker for the largest request the default limits take ---
 
-LARGEST = {  # name -> (D, H, N, T, encoding): just inside the 16 MiB body and the work budget
-    "JSON, D=N=512, H=512, T=256": (512, 512, 512, 256, "json"),
-    "binary, D=N=64, H=1024, T=128": (64, 1024, 64, 128, "binary"),
+LARGEST = {  # name -> (D, H, N, T, encoding, include): at the body, work or T²·H limits
+    "JSON, D=N=512, H=512, T=256": (512, 512, 512, 256, "json", ()),
+    "binary, D=N=64, H=1024, T=128": (64, 1024, 64, 128, "binary", ()),
+    "b_h_terms at T²·H = 4e6, D=N=65, H=100, T=200": (65, 100, 65, 200, "json", ("b_h_terms",)),
 }
 
 
 def bench_memory(table: Table, quick: bool) -> None:
     from service import config
     limits = config.limits(config.from_env({}))
-    for case, (D, H, N, T, encoding) in LARGEST.items():
-        work = rnn.estimate_work(T, H, D, N, dense_inputs=False)
-        body = orjson.dumps(problems.body(D, H, T, N=N, encoding=encoding))
+    for case, (D, H, N, T, encoding, include) in LARGEST.items():
+        work = rnn.estimate_work(T, H, D, N, dense_inputs=False, include=include)
+        body = orjson.dumps({**problems.body(D, H, T, N=N, encoding=encoding), "include": list(include)})
         assert len(body) <= config.SETTINGS["RNN_MAX_BODY_BYTES"][2] and work <= limits.max_work, case
+        assert not include or T * T * H <= limits.max_bptt_terms, case
         with server.gunicorn(workers=1) as (url, master):
             post(url + "/v1/gradients", orjson.dumps(problems.body(8, 16, 10)), {})   # warm
             (pid,) = server.worker_pids(master)
             idle = server.peak_rss_mib(pid)
             t0 = time.perf_counter()
-            post(url + "/v1/gradients", body, {})
+            answer = post(url + "/v1/gradients", body, {})
             seconds = time.perf_counter() - t0
             peak = server.peak_rss_mib(pid)
         table.add("worker peak RSS, largest request", case, f"{peak:.0f} MiB", f"{idle:.0f} MiB idle",
                   peak / idle, higher_is_better=False)
-        table.notes.append(f"largest request {case}: body {len(body) / 2**20:.1f} MiB, estimated work "
-                           f"{work:.3g} of the {limits.max_work:.3g} budget, answered in {seconds:.2f} s; "
-                           f"peak RSS {peak:.0f} MiB is {peak / idle:.1f}× the warmed idle worker's "
-                           f"({idle:.0f} MiB), {(peak - idle) / (len(body) / 2**20):.1f}× the body size above it")
+        table.notes.append(f"largest request {case}: body {len(body) / 2**20:.1f} MiB, response "
+                           f"{len(answer) / 2**20:.1f} MiB, estimated work {work:.3g} of the "
+                           f"{limits.max_work:.3g} budget, answered in {seconds:.2f} s; peak RSS "
+                           f"{peak:.0f} MiB, {peak / idle:.1f}× the warmed idle worker's ({idle:.0f} MiB)")
 
 
 def machine() -> dict:
