@@ -405,3 +405,15 @@ def test_every_number_agrees_with_an_independent_autograd(client, name):
     errors = {k: ref.scaled_error(actual[k], expected[k]) for k in expected}
     assert max(errors.values()) <= 1e-9, errors
     assert all(np.any(np.asarray(v) != 0) for v in expected.values())   # nothing vacuous
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_hidden_grad_norms_stay_the_total_derivative_under_truncation(client, K):
+    """truncate changes the gradients (t − k < K only) but not ‖∂L/∂h_t‖, which is the full
+    total derivative the contract names (the quantity that vanishes or explodes)."""
+    spec, p = ref.random_problem(7, T=6, H=5, D=4, N=3, scale=0.9)
+    body = {**ref.body(spec, p), "truncate": K}
+    got = post(client, "/v1/gradients", body).json
+    full = post(client, "/v1/gradients", ref.body(spec, p)).json
+    assert ref.scaled_error(got["bptt"]["hidden_grad_norms"], ref.hidden_grad_norms(spec, p)) <= 1e-9
+    assert ref.scaled_error(got["gradients"]["W"], full["gradients"]["W"]) > 1e-6   # truncation bites

@@ -240,17 +240,8 @@ def loss(problem: Problem, weights: Weights | None = None):
 
 # --- backward ---
 
-@dataclass
-class Gradients:
-    V: np.ndarray
-    W: np.ndarray
-    U: np.ndarray
-    b_h: np.ndarray
-    b_y: np.ndarray
-    h_init: np.ndarray
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in PARAMETERS}
+class Gradients(Weights):
+    """dL/dθ: one array per parameter, each shaped like the parameter."""
 
 
 def output_grads(cache: Cache):
@@ -263,7 +254,7 @@ def output_grads(cache: Cache):
     return dz, dz @ p.weights.U
 
 
-def _input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
+def input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
     """dL/dV from dL/da_t (T x H)."""
     tokens = problem.tokens
     if tokens is not None and da.size * problem.D <= 2 ** 18:
@@ -280,7 +271,7 @@ def _input_grad(problem: Problem, da: np.ndarray) -> np.ndarray:
     return da.T @ problem.inputs
 
 
-def _h_prev(cache: Cache) -> np.ndarray:
+def h_prev(cache: Cache) -> np.ndarray:
     return np.concatenate([cache.problem.weights.h_init[None], cache.h[:-1]])
 
 
@@ -298,7 +289,7 @@ def backward(cache: Cache, truncate: int | None = None) -> Gradients:
 
 def _gradients(cache: Cache, dz, da, dh_init) -> Gradients:
     p = cache.problem
-    return Gradients(V=_input_grad(p, da), W=da.T @ _h_prev(cache), U=dz.T @ cache.h,
+    return Gradients(V=input_grad(p, da), W=da.T @ h_prev(cache), U=dz.T @ cache.h,
                      b_h=da.sum(axis=0), b_y=dz.sum(axis=0), h_init=dh_init)
 
 
@@ -384,8 +375,8 @@ def b_h_by_step_reverse(dh_out, slope, W):
     return by_step
 
 
-def hidden_grad_norms(dh_out, slope, W) -> np.ndarray:
-    """||dL/dh_t||, the total derivative, for full BPTT in O(T H^2)."""
+def dh_norms(dh_out, slope, W) -> np.ndarray:
+    """||dL/dh_t||, the total derivative (full BPTT whatever the truncation), in O(T H^2)."""
     T, H = dh_out.shape
     norms = np.empty(T)
     carry = np.zeros(H)
@@ -438,13 +429,15 @@ def _diagnostics(cache: Cache, dh_out, slope, include, dh=None, truncate=None) -
     want_terms = "b_h_terms" in include
     if full and not want_terms:
         norms = np.sqrt(np.einsum("ij,ij->i", dh, dh)) if dh is not None \
-            else hidden_grad_norms(dh_out, slope, p.weights.W)
+            else dh_norms(dh_out, slope, p.weights.W)
         by_step = b_h_by_step_forward_mode(dh_out, slope, p.weights.W) if p.T > p.H \
             else b_h_by_step_reverse(dh_out, slope, p.weights.W)
         out = BPTT(by_step, norms)
     else:
         _, _, by_step, norms, terms = windowed_chain(dh_out, slope, p.weights.W, truncate,
                                                      keep_terms=want_terms)
+        if not full:    # the norms stay the total derivative: what vanishes or explodes
+            norms = dh_norms(dh_out, slope, p.weights.W)
         out = BPTT(by_step, norms, terms)
     if "jacobian_norms" in include:
         out.jacobian_norms = jacobian_norms(cache)
