@@ -176,6 +176,9 @@ def matrix(rows: list[list[float]], where: tuple, errors: list, rows_expected: i
     after recording what is wrong."""
     if isinstance(rows, np.ndarray):
         return _checked_shape(rows, where, errors, (rows_expected, cols_expected), name)
+    fast = _rectangular(rows, rows_expected, cols_expected)
+    if fast is not None:
+        return fast
     if not rows:
         errors.append((pointer(*where), "must have at least one row"))
         return None
@@ -193,6 +196,19 @@ def matrix(rows: list[list[float]], where: tuple, errors: list, rows_expected: i
             ok = False
             break
     return np.array(rows, dtype=np.float64) if ok else None
+
+
+def _rectangular(rows: list[list[float]], rows_expected: int | None, cols_expected: int | None):
+    """The common valid case in one numpy call: numpy refuses ragged rows itself, so the
+    row-by-row checks below only run to say what is wrong."""
+    try:
+        a = np.array(rows, dtype=np.float64)
+    except ValueError:
+        return None
+    if a.ndim != 2 or 0 in a.shape or rows_expected not in (None, a.shape[0]) or \
+            cols_expected not in (None, a.shape[1]):
+        return None
+    return a
 
 
 def _checked_shape(a: np.ndarray, where: tuple, errors: list, expected: tuple, name: str = ""):

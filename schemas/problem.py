@@ -112,8 +112,9 @@ class ProblemIn(StrictModel):
             tokens = np.array(self.tokens, dtype=np.int64)
             if T == 0:
                 errors.append(("/tokens", "must have at least one token (T ≥ 1)"))
-            bad = np.flatnonzero((tokens < 0) | (tokens >= max(D, 1)))
-            if bad.size:
+            in_range = T and min(self.tokens) >= 0 and max(self.tokens) < D   # no numpy temporaries
+            bad = () if in_range else np.flatnonzero((tokens < 0) | (tokens >= max(D, 1)))
+            if len(bad):
                 errors.append((pointer("tokens", int(bad[0])),
                                f"token {int(tokens[bad[0]])} is outside [0, {D}) (D = columns of V)"))
 
@@ -145,11 +146,12 @@ def _is_number(x) -> bool:
 def _fast_targets(entries: list, loss: str, N: int, scored: np.ndarray, Y: np.ndarray) -> bool:
     """Fill Y in bulk when every target is valid (the common case); False leaves the
     entry-by-entry checks to find and point at what is wrong."""
-    given = [e for e in entries if e is not None]
+    given = entries if None not in entries else [e for e in entries if e is not None]
     if loss == "cross_entropy":
-        if not all(type(e) is int and 0 <= e < N for e in given):    # type(True) is bool
+        # type(True) is bool, not int: booleans fall through to the checks that name them
+        if not given or set(map(type, given)) != {int} or min(given) < 0 or max(given) >= N:
             return False
-        Y[np.flatnonzero(scored), given] = 1.0
+        Y[np.flatnonzero(scored), np.array(given, dtype=np.intp)] = 1.0
         return True
     if not all(type(e) is list and len(e) == N for e in given) or \
             not {type(x) for e in given for x in e} <= {int, float}:
@@ -168,7 +170,8 @@ def _targets(entries: list, loss: str, T: int, N: int, errors: list):
         errors.append(("/targets", f"must have {T} entries (one per step), got {len(entries)}"))
         return None, None
     Y = np.zeros((T, N))
-    scored = np.array([e is not None for e in entries], dtype=bool)
+    scored = np.ones(T, dtype=bool) if None not in entries else \
+        np.array([e is not None for e in entries], dtype=bool)
     if not scored.any():
         errors.append(("/targets", "every target is null: at least one step must be scored "
                                    "(omit targets for no loss)"))

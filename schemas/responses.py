@@ -1,8 +1,11 @@
 """Response models. Built with model_construct from numpy arrays (already computed and
-checked, so not validated again) and serialised by orjson; they also document the shapes."""
+checked, so not validated again) and serialised by orjson; they also document the shapes.
+The compute endpoints skip even model_construct: `shallow` gives the same dict straight
+from the models' field lists."""
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticUndefined
 
 from .base import Matrix, Vector
 
@@ -44,6 +47,28 @@ def dump(model: BaseModel, exclude_none_fields: tuple[str, ...] = ()) -> dict:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             value = dump(value, exclude_none_fields)
+        if value is None and name in exclude_none_fields:
+            continue
+        out[name] = value
+    return out
+
+
+_FIELDS: dict[type, tuple] = {}
+
+
+def shallow(model: type[BaseModel], values: dict, exclude_none_fields: tuple[str, ...] = ()) -> dict:
+    """The dict dump(model.model_construct(**values)) gives, without constructing the model
+    (~10 µs per model on a small request): the model's fields in order, defaults for fields
+    not given, keys that are not fields ignored. Nested models are passed as dicts already
+    built this way."""
+    fields = _FIELDS.get(model)
+    if fields is None:
+        fields = _FIELDS[model] = tuple(model.model_fields.items())
+    out = {}
+    for name, field in fields:
+        value = values[name] if name in values else field.get_default(call_default_factory=True)
+        if value is PydanticUndefined:
+            raise TypeError(f"{model.__name__}.{name} is required")
         if value is None and name in exclude_none_fields:
             continue
         out[name] = value

@@ -10,7 +10,7 @@ from .jsonio import OrjsonProvider
 
 
 def _request_id() -> str:
-    given = request.headers.get("X-Request-ID", "")
+    given = request.environ.get("HTTP_X_REQUEST_ID", "")    # the header's WSGI key: no Headers view
     if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
         return given
     return uuid.uuid4().hex

@@ -51,9 +51,10 @@ def dumps_binary(obj) -> bytes:
 
 def wants_binary_arrays() -> bool:
     """`Accept: application/json; arrays=base64` or the query parameter `arrays=base64`."""
-    if b"arrays=base64" in request.query_string and request.args.get("arrays") == "base64":
+    environ = request.environ                    # the WSGI keys: no query or header parsing when absent
+    if "arrays=base64" in environ.get("QUERY_STRING", "") and request.args.get("arrays") == "base64":
         return True
-    accept = request.headers.get("Accept", "")
+    accept = environ.get("HTTP_ACCEPT", "")
     if "arrays" not in accept:                   # the common case, without parsing
         return False
     for media_range in accept.split(","):

@@ -209,3 +209,25 @@ def test_docs_page_renders_in_a_browser_with_the_example_bodies(tmp_path):
     gradients_examples = sorted(f.name for f in (ROOT / "examples").glob("gradients*.json"))
     assert gradients_examples and set(gradients_examples) <= set(options), options
     assert options[0] == server.url
+
+
+def test_access_line_written_directly_is_the_line_logging_would_write(client, small_body, capsys):
+    """With only its own stderr handler the access log skips building a LogRecord: the
+    line on stderr must be the same JSON, and a filter on the logger must still apply."""
+    capsys.readouterr()
+    assert client.post("/v1/gradients", json=small_body, headers={"X-Request-ID": "direct-1"}).status_code == 200
+    lines = [json.loads(s) for s in capsys.readouterr().err.splitlines() if s.startswith("{")]
+    assert [(x["request_id"], x["status"], x["T"]) for x in lines] == [("direct-1", 200, 3)]
+
+    class DropAll(logging.Filter):
+        def filter(self, record):
+            return False
+    drop = DropAll()
+    observability.log.addFilter(drop)
+    try:
+        assert client.get("/healthz").status_code == 200
+        assert '"endpoint":"/healthz"' not in capsys.readouterr().err
+    finally:
+        observability.log.removeFilter(drop)
+    client.get("/healthz")
+    assert '"endpoint":"/healthz"' in capsys.readouterr().err

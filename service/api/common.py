@@ -16,21 +16,24 @@ from ..engine.rnn import Problem, Weights
 
 def body(model):
     """The request body validated as `model` (415 unless JSON, 413 over the body limit)."""
-    mime = request.mimetype or ""
+    req = request._get_current_object()          # one context lookup, not one per attribute
+    mime = req.mimetype or ""
     if not (mime == "application/json" or mime.endswith("+json")):
         raise UnsupportedMediaType(f"send the body as application/json, not {mime or 'nothing'}")
-    data = request.get_data(cache=False)
-    _refuse_cut_body(data)
+    data = req.get_data(cache=False)
+    _refuse_cut_body(req, data)
     return parse(model, data)
 
 
-def _refuse_cut_body(data: bytes) -> None:
+def _refuse_cut_body(req, data: bytes) -> None:
     """A body without Content-Length (chunked) is cut at the limit by werkzeug without an
     error: one more byte on the wire means it was over the limit, a 413, not a 400 for the
     cut JSON."""
+    if req.content_length is not None:
+        return
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if request.content_length is None and limit is not None and len(data) >= limit:
-        if request.environ["wsgi.input"].read(1):
+    if limit is not None and len(data) >= limit:
+        if req.environ["wsgi.input"].read(1):
             raise RequestEntityTooLarge()
 
 
@@ -51,14 +54,8 @@ def engine_problem(p: ProblemArrays) -> Problem:
 
 def ensure_finite(**results) -> None:
     """422 naming the first non-finite entry: a result that overflowed float64."""
-    try:                              # fast path: a finite sum of sums means every entry is finite
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = sum(float(v.sum()) if isinstance(v, np.ndarray) else float(np.sum(v))
-                        for v in results.values() if v is not None)
-        if total - total == 0.0:
-            return
-    except (TypeError, ValueError):
-        pass
+    if _finite_sum(results.values()):
+        return
     for name, value in results.items():
         if value is None:
             continue
@@ -72,8 +69,32 @@ def ensure_finite(**results) -> None:
                                    "smaller weights, inputs or a shorter sequence would fit")])
 
 
+_CONCATENATE_UP_TO = 1 << 16          # elements: past this one sum per array, no copy
+
+
+def _finite_sum(values) -> bool:
+    """Fast path: a finite sum of every entry means every entry is finite (an overflowing
+    sum of finite entries only costs the exact check). Small float arrays are summed as one
+    concatenation: one numpy reduction instead of one per array (~2 µs each)."""
+    arrays, total = [], 0.0
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for v in values:
+                if type(v) is np.ndarray and v.dtype == np.float64:
+                    arrays.append(v)
+                elif v is not None:
+                    total += float(v) if isinstance(v, float) else float(np.sum(v))
+            if arrays and sum(v.size for v in arrays) <= _CONCATENATE_UP_TO:
+                total += float(np.concatenate([v.ravel() for v in arrays]).sum())
+            else:
+                total += sum(float(v.sum()) for v in arrays)
+        return total - total == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
 def step_list(values: np.ndarray | None, scored: np.ndarray | None):
     """Per-step losses as a list with null on unscored steps."""
     if values is None:
         return None
-    return [float(v) if s else None for v, s in zip(values, scored)]
+    return [v if s else None for v, s in zip(values.tolist(), scored.tolist())]   # Python floats

@@ -6,7 +6,8 @@ from flask import Blueprint
 
 from schemas.errors import LimitExceeded, WorkBudgetExceeded
 from schemas.problem import ForwardIn, GradientsIn
-from schemas.responses import BPTTOut, ForwardOut, GradientsOut, GradientsResponse, dump
+from schemas.limits import Limits
+from schemas.responses import BPTTOut, ForwardOut, GradientsOut, GradientsResponse, shallow
 
 from ..engine import rnn
 from .common import body, engine_problem, ensure_finite, limits, step_list
@@ -22,10 +23,10 @@ def forward_fields(cache: rnn.Cache) -> dict:
                 step_losses=step_list(cache.step_losses, p.scored) if p.has_loss else [None] * p.T)
 
 
-def check_work(work: float, advice: str) -> None:
+def check_work(work: float, advice: str, lim: Limits | None = None) -> None:
     """422 before any work when the estimate is over the budget that keeps a request far
     inside the worker timeout (a forward pass alone can be minutes at the size limits)."""
-    budget = limits().max_work
+    budget = (lim or limits()).max_work
     if work > budget:
         raise WorkBudgetExceeded(f"this request needs about {work:.3g} multiply-adds, over the "
                                  f"budget of {budget:.3g}; {advice}")
@@ -38,29 +39,28 @@ def forward_work(p: rnn.Problem) -> float:
 
 @bp.post("/v1/forward")
 def forward():
-    req = body(ForwardIn)
-    problem = engine_problem(req.arrays(limits(), targets_required=False))
-    check_work(forward_work(problem), "send a shorter sequence or a smaller model")
+    req, lim = body(ForwardIn), limits()
+    problem = engine_problem(req.arrays(lim, targets_required=False))
+    check_work(forward_work(problem), "send a shorter sequence or a smaller model", lim)
     with np.errstate(all="ignore"):
         cache = rnn.forward(problem)
-    return dump(ForwardOut.model_construct(**forward_fields(cache)))
+    return shallow(ForwardOut, forward_fields(cache))
 
 
-def check_gradients_work(req: GradientsIn, p: rnn.Problem) -> None:
-    lim = limits()
+def check_gradients_work(req: GradientsIn, p: rnn.Problem, lim: Limits) -> None:
     if req.include and p.T * p.T * p.H > lim.max_bptt_terms:
         raise LimitExceeded(f"include {req.include} needs T²·H = {p.T * p.T * p.H:,} numbers, "
                             f"over the limit of {lim.max_bptt_terms:,}", "/include")
     check_work(rnn.estimate_work(p.T, p.H, p.D, p.N, truncate=req.truncate,
                                  include=tuple(req.include), dense_inputs=p.inputs is not None),
-               "drop include, set truncate, or send a shorter sequence")
+               "drop include, set truncate, or send a shorter sequence", lim)
 
 
 @bp.post("/v1/gradients")
 def gradients():
-    req = body(GradientsIn)
-    problem = engine_problem(req.arrays(limits()))
-    check_gradients_work(req, problem)
+    req, lim = body(GradientsIn), limits()
+    problem = engine_problem(req.arrays(lim))
+    check_gradients_work(req, problem, lim)
     with np.errstate(all="ignore"):
         cache = rnn.forward(problem)
         fields = forward_fields(cache)
@@ -72,7 +72,6 @@ def gradients():
         ensure_finite(**{"bptt.jacobian_norms": np.where(lower, bptt.jacobian_norms, 0.0)})
         bptt.jacobian_norms = [[None if k > t else float(v) for k, v in enumerate(row)]
                                for t, row in enumerate(bptt.jacobian_norms)]
-    out = GradientsResponse.model_construct(
-        **fields, gradients=GradientsOut.model_construct(**grads.as_dict()),
-        bptt=BPTTOut.model_construct(**vars(bptt)))
-    return dump(out, exclude_none_fields=("b_h_terms", "jacobian_norms"))
+    optional = ("b_h_terms", "jacobian_norms")
+    return shallow(GradientsResponse, {**fields, "gradients": shallow(GradientsOut, grads.as_dict()),
+                                       "bptt": shallow(BPTTOut, vars(bptt), optional)}, optional)
