@@ -7,7 +7,8 @@ from flask import current_app, has_request_context, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from schemas.base import parse
-from schemas.errors import RequestInvalid
+from schemas.errors import RequestInvalid, WorkBudgetExceeded
+from schemas.limits import Limits
 from schemas.problem import ProblemArrays
 
 from .. import config, observability
@@ -98,3 +99,12 @@ def step_list(values: np.ndarray | None, scored: np.ndarray | None):
     if values is None:
         return None
     return [v if s else None for v, s in zip(values.tolist(), scored.tolist())]   # Python floats
+
+
+def check_work(work: float, advice: str, lim: Limits | None = None) -> None:
+    """422 before any work when the estimate is over the budget that keeps a request far
+    inside the worker timeout (a forward pass alone can be minutes at the size limits)."""
+    budget = (lim or limits()).max_work
+    if work > budget:
+        raise WorkBudgetExceeded(f"this request needs about {work:.3g} multiply-adds, over the "
+                                 f"budget of {budget:.3g}; {advice}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint
 
-from schemas.errors import LimitExceeded, WorkBudgetExceeded
+from schemas.errors import LimitExceeded
 from schemas.problem import ForwardIn, GradientsIn
 from schemas.limits import Limits
 from schemas.responses import BPTTOut, ForwardOut, GradientsOut, GradientsResponse, shallow
 
 from ..engine import rnn
-from .common import body, engine_problem, ensure_finite, limits, step_list
+from .common import body, check_work, engine_problem, ensure_finite, limits, step_list
 
 bp = Blueprint("compute", __name__)
 
@@ -21,15 +21,6 @@ def forward_fields(cache: rnn.Cache) -> dict:
     return dict(outputs=cache.yhat, hidden=cache.h,
                 loss=None if cache.loss is None else float(cache.loss),
                 step_losses=step_list(cache.step_losses, p.scored) if p.has_loss else [None] * p.T)
-
-
-def check_work(work: float, advice: str, lim: Limits | None = None) -> None:
-    """422 before any work when the estimate is over the budget that keeps a request far
-    inside the worker timeout (a forward pass alone can be minutes at the size limits)."""
-    budget = (lim or limits()).max_work
-    if work > budget:
-        raise WorkBudgetExceeded(f"this request needs about {work:.3g} multiply-adds, over the "
-                                 f"budget of {budget:.3g}; {advice}")
 
 
 def forward_work(p: rnn.Problem) -> float:

@@ -6,13 +6,12 @@ import dataclasses
 import numpy as np
 from flask import Blueprint, current_app
 
-from schemas.errors import WorkBudgetExceeded
 from schemas.grade import GradeIn
 from schemas.problems import ProblemsIn
 
 from ..engine import grade as grading
 from ..engine import problems, rnn
-from .common import body, engine_problem, ensure_finite, limits
+from .common import body, check_work, engine_problem, ensure_finite, limits
 
 bp = Blueprint("grade", __name__)
 
@@ -23,11 +22,9 @@ def grade():
     problem = engine_problem(req.arrays(limits()))
     submitted = req.submitted()
     lim = limits()
-    work = rnn.estimate_work(problem.T, problem.H, problem.D, problem.N,
-                             dense_inputs=problem.inputs is not None)
-    if work > lim.max_work:
-        raise WorkBudgetExceeded(f"grading this problem needs about {work:.3g} multiply-adds, over "
-                                 f"the budget of {lim.max_work:.3g}; send a shorter sequence")
+    check_work(rnn.estimate_work(problem.T, problem.H, problem.D, problem.N,
+                                 dense_inputs=problem.inputs is not None),
+               "send a shorter sequence", lim)
     tol = req.tolerance
     with np.errstate(all="ignore"):
         expected = grading.reference(problem, [f for f in grading.FIELDS if f in submitted])
