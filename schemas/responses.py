@@ -39,25 +39,11 @@ class GradientsResponse(ForwardOut):
     bptt: BPTTOut
 
 
-def dump(model: BaseModel, exclude_none_fields: tuple[str, ...] = ()) -> dict:
-    """A shallow dict of a constructed model (numpy arrays stay arrays for orjson), without
-    the optional fields that were not asked for."""
-    out = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            value = dump(value, exclude_none_fields)
-        if value is None and name in exclude_none_fields:
-            continue
-        out[name] = value
-    return out
-
-
 _FIELDS: dict[type, tuple] = {}
 
 
 def shallow(model: type[BaseModel], values: dict, exclude_none_fields: tuple[str, ...] = ()) -> dict:
-    """The dict dump(model.model_construct(**values)) gives, without constructing the model
+    """The dict of model.model_construct(**values)'s fields, without constructing the model
     (~10 µs per model on a small request): the model's fields in order, defaults for fields
     not given, keys that are not fields ignored. Nested models are passed as dicts already
     built this way."""
