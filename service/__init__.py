@@ -34,14 +34,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     errors.register(app)
     from . import observability
+    from .api import compute, docs, gradcheck, grade, health
     observability.init_app(app)
-    from .api import compute, health
-    app.register_blueprint(health.bp)
-    app.register_blueprint(compute.bp)
-    from .api import grade
-    app.register_blueprint(grade.bp)
-    from .api import gradcheck
-    app.register_blueprint(gradcheck.bp)
-    from .api import docs
-    app.register_blueprint(docs.bp)
+    for module in (health, compute, grade, gradcheck, docs):
+        app.register_blueprint(module.bp)
     return app
