@@ -18,9 +18,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 
 from .jsonio import dumps
 
-SIZES = ("T", "H", "D", "N")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-SIZE_BUCKETS = tuple(float(2 ** k) for k in range(15))          # 1 … 16,384
+WORK_BUCKETS = tuple(10.0 ** k for k in range(3, 13))            # 1e3 … 1e12 multiply-adds
 
 REQUESTS = Counter("rnn_http_requests_total", "HTTP requests answered",
                    ("method", "endpoint", "status"))
@@ -29,8 +28,12 @@ LATENCY = Histogram("rnn_http_request_duration_seconds", "Time from request star
 COMPUTE = Histogram("rnn_compute_seconds",
                     "Time from a validated problem to the response (engine and serialisation)",
                     ("endpoint", "status"), buckets=LATENCY_BUCKETS)
-PROBLEM_SIZE = Histogram("rnn_problem_size", "Problem sizes of validated requests (dim: T, H, D, N)",
-                         ("endpoint", "dim"), buckets=SIZE_BUCKETS)
+# One histogram of the estimated work rather than one per size (T, H, D, N): the unit of the
+# budgets (RNN_MAX_WORK), and one observation a request instead of four (~5 µs each in
+# multiprocess mode). The sizes themselves are on every access line.
+PROBLEM_WORK = Histogram("rnn_problem_work", "Estimated multiply-adds of validated requests "
+                         "(the unit of RNN_MAX_WORK and RNN_GRADCHECK_MAX_WORK)",
+                         ("endpoint",), buckets=WORK_BUCKETS)
 
 bp = Blueprint("observability", __name__)
 log = logging.getLogger("service.access")
@@ -104,6 +107,11 @@ def mark_compute_start(sizes: dict) -> None:
     g.compute_started = time.perf_counter()
 
 
+def mark_work(work: float) -> None:
+    """The request's estimated multiply-adds, as its budget check computed them."""
+    g.work = float(work)
+
+
 def _endpoint(req) -> str:
     # the route pattern, never the raw path: unknown paths must not create new label values
     rule = req.url_rule
@@ -133,10 +141,9 @@ def _http_children(method: str, endpoint: str, status: str) -> tuple:
         REQUESTS.labels(method, endpoint, status), LATENCY.labels(method, endpoint, status)))
 
 
-def _compute_children(endpoint: str, status: str, sizes: dict) -> tuple:
-    dims = tuple(dim for dim in SIZES if dim in sizes)
-    return _children(("compute", endpoint, status, dims), lambda: (
-        COMPUTE.labels(endpoint, status), tuple((dim, PROBLEM_SIZE.labels(endpoint, dim)) for dim in dims)))
+def _compute_children(endpoint: str, status: str) -> tuple:
+    return _children(("compute", endpoint, status), lambda: (
+        COMPUTE.labels(endpoint, status), PROBLEM_WORK.labels(endpoint)))
 
 
 def _record(response):
@@ -148,10 +155,11 @@ def _record(response):
     requests_total.inc()
     latency.observe(now - started)
     sizes = getattr(ctx, "sizes", None)
+    work = getattr(ctx, "work", None)
     if sizes:
-        compute, problem_size = _compute_children(endpoint, str(status), sizes)
-        for dim, child in problem_size:
-            child.observe(sizes[dim])
+        compute, problem_work = _compute_children(endpoint, str(status))
+        if work is not None:
+            problem_work.observe(work)
         compute.observe(now - ctx.compute_started)
     line = {"ts": round(time.time(), 3), "request_id": getattr(ctx, "request_id", None),
             "method": method, "endpoint": endpoint, "path": req.path, "status": status,
@@ -159,6 +167,8 @@ def _record(response):
             "bytes_in": req.content_length, "pid": os.getpid()}
     if sizes:
         line.update(sizes)
+        if work is not None:
+            line["work"] = work
     _access_line(dumps(line).decode())
     return response
 

@@ -16,6 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import lifecycle, observability
+from service.engine import rnn
 
 from servers import ROOT, Gunicorn
 
@@ -56,7 +57,7 @@ def access_log():
     observability.log.removeHandler(handler)
 
 
-def test_metrics_count_requests_latency_and_problem_sizes(client, small_body):
+def test_metrics_count_requests_latency_and_problem_work(client, small_body):
     before = scrape(client)
     for _ in range(3):
         assert client.post("/v1/gradients", json=small_body).status_code == 200
@@ -68,10 +69,12 @@ def test_metrics_count_requests_latency_and_problem_sizes(client, small_body):
     assert value(after, "rnn_http_requests_total", **bad) - value(before, "rnn_http_requests_total", **bad) == 1
     count = "rnn_http_request_duration_seconds_count"
     assert value(after, count, **ok) - value(before, count, **ok) == 3
-    # small_body is T 3, H 2, D 2, N 3: the size histograms' sums grow by 3 × each size
-    for dim, size in dict(T=3, H=2, D=2, N=3).items():
-        key = dict(endpoint="/v1/gradients", dim=dim)
-        assert value(after, "rnn_problem_size_sum", **key) - value(before, "rnn_problem_size_sum", **key) == 3 * size
+    # small_body is T 3, H 2, D 2, N 3: the work histogram grows by 3 × the budget's estimate
+    work = rnn.estimate_work(3, 2, 2, 3, dense_inputs=small_body.get("inputs") is not None)
+    key = dict(endpoint="/v1/gradients")
+    assert value(after, "rnn_problem_work_count", **key) - value(before, "rnn_problem_work_count", **key) == 3
+    assert value(after, "rnn_problem_work_sum", **key) - value(before, "rnn_problem_work_sum", **key) \
+        == pytest.approx(3 * work)
     compute = dict(endpoint="/v1/gradients", status="200")
     assert value(after, "rnn_compute_seconds_count", **compute) - value(before, "rnn_compute_seconds_count", **compute) == 3
     # a malformed body never reached the engine: no compute time, no sizes
@@ -95,6 +98,7 @@ def test_one_json_log_line_per_request_without_the_body(client, small_body, acce
     assert line["request_id"] == "grader-7" and line["method"] == "POST"
     assert line["endpoint"] == "/v1/gradients" and line["status"] == 200
     assert (line["T"], line["H"], line["D"], line["N"]) == (3, 2, 2, 3)
+    assert line["work"] == rnn.estimate_work(3, 2, 2, 3, dense_inputs="inputs" in small_body)
     assert 0 < line["duration_ms"] < 60_000
     assert "0.123456789" not in json.dumps(line) and "weights" not in json.dumps(line)
     assert refused["status"] == 415 and "T" not in refused
@@ -231,3 +235,13 @@ def test_access_line_written_directly_is_the_line_logging_would_write(client, sm
         observability.log.removeFilter(drop)
     client.get("/healthz")
     assert '"endpoint":"/healthz"' in capsys.readouterr().err
+
+
+def test_gradcheck_records_its_estimated_work(client, small_body, access_log):
+    small_body["check"] = {"mode": "sample", "samples": 2, "parameters": ["W"]}
+    r = client.post("/v1/gradcheck", json=small_body)
+    assert r.status_code == 200, r.get_json()
+    (line,) = access_log
+    assert line["endpoint"] == "/v1/gradcheck" and line["work"] > 0
+    text = scrape(client)
+    assert value(text, "rnn_problem_work_count", endpoint="/v1/gradcheck") >= 1

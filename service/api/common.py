@@ -105,6 +105,8 @@ def check_work(work: float, advice: str, lim: Limits | None = None) -> None:
     """422 before any work when the estimate is over the budget that keeps a request far
     inside the worker timeout (a forward pass alone can be minutes at the size limits)."""
     budget = (lim or limits()).max_work
+    if has_request_context():
+        observability.mark_work(work)
     if work > budget:
         raise WorkBudgetExceeded(f"this request needs about {work:.3g} multiply-adds, over the "
                                  f"budget of {budget:.3g}; {advice}")

@@ -10,6 +10,7 @@ from schemas.gradcheck import GradcheckIn
 
 from ..engine import gradcheck as gc
 from ..engine import rnn
+from .. import observability
 from .common import body, engine_problem, limits
 
 bp = Blueprint("gradcheck", __name__)
@@ -26,6 +27,7 @@ def check_budget(sizes: gc.Sizes, spec: gc.CheckSpec) -> None:
     """422 before any work when the estimated work is over RNN_GRADCHECK_MAX_WORK."""
     budget = current_app.config["GRADCHECK_MAX_WORK"]
     work, evaluations = gc.estimate(sizes, spec)
+    observability.mark_work(work)
     if work > budget:
         raise WorkBudgetExceeded(
             f"this check needs {evaluations:,} loss evaluations, about {work:.3g} multiply-adds, "
