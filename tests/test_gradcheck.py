@@ -264,6 +264,55 @@ def test_batched_losses_agree_with_a_plain_loop(case, monkeypatch):
         assert np.allclose(batched.imag / 1e-20, looped.imag / 1e-20, rtol=1e-11, atol=1e-14), name
 
 
+# --- the compiled steps (gc.FUSED) against the numpy path they replace ---
+
+FUSED_CASES = [(hidden, output, loss, tokens) for hidden in ("tanh", "sigmoid")
+               for output, loss in ref.VALID_HEADS for tokens in (True, False)]
+
+
+def both_paths(monkeypatch, problem, cache, name, steps, numpy_loss_allowed):
+    """element_losses with the kernels (which must not fall back to numpy's hidden_change,
+    nor to loss_change unless a step is past the series) and without them."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the numpy step ran on the fused path")
+    flat = np.arange(getattr(problem.weights, name).size)
+    with monkeypatch.context() as m:
+        m.setattr(gc, "hidden_change", refuse)
+        if not numpy_loss_allowed:
+            m.setattr(gc, "loss_change", refuse)
+        fused = gc.element_losses(problem, name, flat, steps, cache)
+    monkeypatch.setattr(gc, "FUSED", False)
+    plain = gc.element_losses(problem, name, flat, steps, cache)
+    monkeypatch.setattr(gc, "FUSED", True)
+    return fused, plain
+
+
+@pytest.mark.parametrize("hidden, output, loss, tokens", FUSED_CASES)
+def test_fused_steps_agree_with_the_numpy_path(monkeypatch, hidden, output, loss, tokens):
+    """Same derivatives to ~1e-15 of the largest for the small-step methods; for the large
+    steps of taylor and 0.7 the numpy path takes f(x + d) − f(x) for a whole array once any
+    element is past the series (cancelling ~1e-16/|d| for its small ones), the kernels
+    decide per element or row, so there they agree to that cancellation only."""
+    for seed in range(3):
+        spec, p = ref.random_problem(seed, T=7, H=6, D=5, N=4, hidden=hidden, output=output,
+                                     loss=loss, tokens=tokens, null_targets=seed == 1,
+                                     reduction="mean" if seed == 2 else "sum")
+        problem = problem_of(spec, p)
+        cache = rnn.forward(problem)
+        grads = rnn.backward(cache).as_dict()
+        for name in gc.HIDDEN_PATH:
+            for method in ("central", "forward", "richardson"):
+                eps = gc.DEFAULT_EPS[method]
+                fused, plain = both_paths(monkeypatch, problem, cache, name,
+                                          gc.offsets(method, eps), False)
+                g = grads[name].ravel()
+                f, o = (gc.combine(method, eps, x, g).values for x in (fused, plain))
+                assert np.abs(f - o).max() <= 4e-15 * np.abs(o).max(), (name, method, seed)
+            steps = np.concatenate([gc.offsets("taylor", 1e-2), [0.7, -0.3]])
+            fused, plain = both_paths(monkeypatch, problem, cache, name, steps, True)
+            assert np.allclose(fused, plain, rtol=1e-8, atol=1e-12 * np.abs(plain).max()), name
+
+
 def test_directional_losses_agree_with_a_plain_loop():
     spec, p = ref.random_problem(7, T=5, H=4, D=3, N=3, tokens=False, null_targets=True)
     problem = problem_of(spec, p)

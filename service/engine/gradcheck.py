@@ -22,8 +22,10 @@ first step its perturbation reaches (a column of V for a token that never occurs
 loss is the base loss), and carries only its difference from the base model, Δh_t, through
 exact difference formulas (tanh(a+d) − tanh(a) = tanh(d)(1 − h²)/(1 + h·tanh(d)), log Σ ŷ e^Δz
 for softmax cross-entropy, …): no large loss is subtracted from another, so a central check
-at ε = 1e-6 is accurate to ~1e-11 instead of ~1e-8. Directional mode perturbs whole matrices
-and runs the engine's own batched forward pass.
+at ε = 1e-6 is accurate to ~1e-11 instead of ~1e-8. The elementwise work of a real step
+(those formulas over the (B, H) and (B, N) arrays) runs in compiled loops, one pass per
+row (gradcheck_kernels); complex steps and relu/identity units use numpy. Directional mode
+perturbs whole matrices and runs the engine's own batched forward pass.
 
 Randomness (modes sample and directional): parameter number k in (V, W, U, b_h, b_y, h_init)
 draws from np.random.default_rng([seed, k]), so the same seed gives the same elements and
@@ -34,12 +36,13 @@ to unit Frobenius norm.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import gradcheck_kernels as kernels
 from . import rnn
+from .gradcheck_kernels import EXPM1_SERIES, SMALL, TANH_SERIES
 
 METHODS = ("central", "forward", "complex_step", "richardson", "taylor")
 MODES = ("full", "sample", "directional")
@@ -54,13 +57,19 @@ HIDDEN_PATH = ("V", "W", "b_h", "h_init")     # perturbations that change the hi
 CHUNK_BYTES = 64 * 2 ** 20                    # memory of one batch of perturbed sequences
 CHUNK_ITEMS = 2048                            # beyond this, bigger GEMMs stop getting faster
 CACHE_BYTES = 2 ** 20
+# real steps of the perturbed recurrence run gradcheck_kernels' compiled loops (tanh and
+# sigmoid hidden units, every head); False: the numpy functions, for tests and benchmarks
+FUSED = True
 # The work model, in multiply-adds of a GEMM: one elementwise operation per hidden unit or
 # class costs ELEMENTWISE; a time step of one chunk has a fixed cost of STEP_OVERHEAD (its
 # numpy calls); a U or b_y perturbation costs OUTPUT per scored step (only z_t[i] moves); a
 # complex evaluation costs COMPLEX real ones; the per-item matrices of directional mode run
 # DIRECTIONAL times slower than one shared GEMM. Calibrated against CPU time on this 2-core
-# machine: at most about 0.1 ns per unit, so the default budget of 4e10 is ≤ ~4 s.
+# machine: at most about 0.1 ns per unit, so the default budget of 4e10 is ≤ ~4 s. The
+# compiled steps (FUSED: real methods, hidden tanh/sigmoid, every head) do their part of the
+# elementwise work at ELEMENTWISE_FUSED (char-rnn full check: ~0.06 ns per unit with it).
 ELEMENTWISE = 60.0
+ELEMENTWISE_FUSED = 15.0
 STEP_OVERHEAD = 6e5
 OUTPUT = 100.0
 COMPLEX = 2.5
@@ -275,6 +284,7 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
     B = len(deltas)
     items = np.arange(B)
     complex_ = np.iscomplexobj(deltas)
+    steps = _Steps(p, cache, complex_)
     h_before = np.concatenate([w.h_init[None], cache.h])          # base h_{t−1} at index t
     dh = np.zeros((B, p.H), dtype=deltas.dtype)
     # one GEMM per step: Δh_{t−1} [Wᵀ | Uᵀ] gives Δa_t and Δz_{t−1} together
@@ -287,20 +297,64 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
         if joining > n and name == "h_init":                      # Δh_{−1} = ε e_i
             dh[items[n:joining], rows[n:joining]] = deltas[n:joining]
         n = joining
-        live = slice(0, n)
-        both = _gemm(dh[live], WU, complex_)
+        both = _gemm(dh[:n], WU, complex_)
         if t > first and p.scored[t - 1]:                         # items joining now add 0
-            total[live] += loss_change(p, cache, t - 1, both[:, p.H:])
-        da = both[:, :p.H]                                        # Δa_t = W Δh_{t−1} + kick
-        if name != "h_init":
-            da[items[:n], rows[:n]] += _kick(p, name, t, cols[:n], deltas[:n], h_before[t], dh)
-        change = hidden_change(p.hidden_activation, cache.a[t], cache.h[t], da)
-        if n == B:
-            dh = change                                           # everyone joined: no copy
-        else:
-            dh[live] = change
-    total[:n] += loss_change(p, cache, last, _gemm(dh[:n], w.U.T, complex_))
+            steps.add_loss(t - 1, both, p.H, total)
+        # Δa_t = W Δh_{t−1} + kick
+        kick = _kick(p, name, t, cols[:n], deltas[:n], h_before[t], dh) if name != "h_init" \
+            else deltas[:0]
+        dh = steps.hidden(t, both, rows[:len(kick)], kick, dh)
+    steps.add_loss(last, _gemm(dh[:n], w.U.T, complex_), 0, total)
     return total
+
+
+class _Steps:
+    """One step's elementwise work: the compiled kernels for real steps of the activations
+    and heads they cover (FUSED), else the numpy functions below."""
+
+    def __init__(self, p: rnn.Problem, cache: rnn.Cache, complex_: bool):
+        self.p, self.cache = p, cache
+        fused = FUSED and not complex_
+        self.hidden_code = kernels.HIDDEN.get(p.hidden_activation) if fused else None
+        if self.hidden_code is not None:
+            self.a, self.h = np.ascontiguousarray(cache.a), np.ascontiguousarray(cache.h)
+        self.loss_code = kernels.LOSSES.get((p.loss, p.output_activation)) if fused else None
+        if self.loss_code is not None:
+            self.yhat = np.ascontiguousarray(cache.yhat, dtype=float)
+            self.y = np.ascontiguousarray(p.targets, dtype=float)
+
+    def hidden(self, t: int, both: np.ndarray, rows, kick, dh: np.ndarray) -> np.ndarray:
+        """Δh_t of the first n = len(both) items into dh (returned) from Δa_t, which is
+        both[:, :H] plus kick[b] at [b, rows[b]]."""
+        n, H = len(both), self.p.H
+        if self.hidden_code is not None:
+            kernels.hidden_step(self.hidden_code, both, rows.astype(np.int64, copy=False),
+                                _real(kick), self.a[t], self.h[t], dh)
+            return dh
+        both[np.arange(len(kick)), rows] += kick
+        change = hidden_change(self.p.hidden_activation, self.cache.a[t], self.cache.h[t],
+                               both[:, :H])
+        if n == len(dh):
+            return change                                         # everyone joined: no copy
+        dh[:n] = change
+        return dh
+
+    def add_loss(self, t: int, x: np.ndarray, offset: int, total: np.ndarray) -> None:
+        """total[:n] += ΔL_t for Δz_t = x[:, offset:offset + N] (n rows)."""
+        n, p = len(x), self.p
+        if self.loss_code is None:
+            total[:n] += loss_change(p, self.cache, t, x[:, offset:offset + p.N])
+            return
+        direct = np.empty(n, dtype=np.int64)
+        k = kernels.loss_step(self.loss_code, x, offset, self.yhat[t], self.y[t],
+                              p.loss_scale(), total, direct)
+        if k:                                                     # past the series: numpy
+            rows = direct[:k]
+            total[rows] += loss_change(p, self.cache, t, x[rows, offset:offset + p.N])
+
+
+def _real(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=float)
 
 
 def _kick(p: rnn.Problem, name: str, t: int, cols, deltas, h_prev, dh):
@@ -330,9 +384,8 @@ def _gemm(x: np.ndarray, MT: np.ndarray, complex_: bool) -> np.ndarray:
 # np.tanh and np.expm1, which are an order of magnitude slower per element in numpy's
 # float64 without AVX-512.
 
-SMALL = 1e-2
-TANH_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925)    # in powers of d²
-EXPM1_SERIES = tuple(1 / math.factorial(k) for k in range(1, 10))          # in powers of d
+# SMALL, TANH_SERIES (in powers of d²) and EXPM1_SERIES (in powers of d) live in
+# gradcheck_kernels, whose compiled steps use them too.
 
 
 def _largest(d) -> float:
@@ -597,6 +650,8 @@ class Sizes:
     dense: bool         # dense inputs (else tokens)
     v_steps: float      # mean steps a perturbation of V runs (from the first x_t[j] ≠ 0)
     every_output: bool = False    # softmax with squared error: one z_t[i] moves every ŷ_k
+    fused_hidden: bool = False    # real steps of f_h and of the loss run compiled (FUSED)
+    fused_loss: bool = False
 
     @classmethod
     def of(cls, p: rnn.Problem) -> "Sizes":
@@ -605,7 +660,9 @@ class Sizes:
         first = first_nonzero_input(p, T)
         return cls(T, int(p.scored.sum()), p.H, p.D, p.N, p.inputs is not None,
                    float(np.mean(T - first)),
-                   p.output_activation == "softmax" and p.loss == "squared_error")
+                   p.output_activation == "softmax" and p.loss == "squared_error",
+                   FUSED and p.hidden_activation in kernels.HIDDEN,
+                   FUSED and (p.loss, p.output_activation) in kernels.LOSSES)
 
     def size(self, name: str) -> int:
         return {"V": self.H * self.D, "W": self.H * self.H, "U": self.N * self.H,
@@ -614,8 +671,11 @@ class Sizes:
 
 def evaluation_cost(s: Sizes, name: str, method: str, mode: str) -> float:
     """Multiply-adds (elementwise work weighted by ELEMENTWISE) of one perturbed loss."""
-    step = s.H * s.H + ELEMENTWISE * s.H                 # one step of the recurrence
-    out = s.S * (s.N * s.H + ELEMENTWISE * s.N)          # outputs and losses
+    compiled = mode != "directional" and method != "complex_step"    # the _Steps kernels
+    hidden = ELEMENTWISE_FUSED if compiled and s.fused_hidden else ELEMENTWISE
+    loss = ELEMENTWISE_FUSED if compiled and s.fused_loss else ELEMENTWISE
+    step = s.H * s.H + hidden * s.H                      # one step of the recurrence
+    out = s.S * (s.N * s.H + loss * s.N)                 # outputs and losses
     if mode == "directional":
         if name in HIDDEN_PATH:
             cost = DIRECTIONAL * s.T * step + out + s.T * s.H * (s.D if s.dense else 1)
