@@ -11,6 +11,7 @@ FROM python:3.11-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     HOST=0.0.0.0 \
     PORT=8000 \
     WEB_CONCURRENCY=2

@@ -1,6 +1,7 @@
 """The engine against derivatives computed here, from tests/reference.py's own forward pass:
 central differences (~1e-9) and the complex step (~1e-15), for every hidden activation ×
-(output activation, loss) × reduction × input kind, with and without h_init and null targets."""
+(output activation, loss) × reduction × input kind, with and without h_init and null targets.
+Every test runs on both engine paths: the compiled one (fused.py) and numpy."""
 import itertools
 
 import numpy as np
@@ -9,6 +10,14 @@ import pytest
 from service.engine import rnn
 
 import reference as ref
+
+
+@pytest.fixture(params=["fused", "numpy"], autouse=True)
+def engine_path(request, monkeypatch):
+    """Runs the test on the compiled small-problem path and on the numpy one."""
+    monkeypatch.setattr(rnn, "FUSED", request.param == "fused")
+    return request.param
+
 
 # rounding in a float64 backward pass of this size stays far below this
 COMPLEX_TOL = 1e-11

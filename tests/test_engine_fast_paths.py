@@ -10,7 +10,7 @@ import pytest
 from service.engine import rnn
 
 import reference as ref
-from test_engine import engine_problem
+from test_engine import engine_path, engine_problem  # noqa: F401 (engine_path: both paths)
 
 
 @pytest.mark.parametrize("hidden", ref.HIDDEN)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import fused
+
 HIDDEN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
 LOSSES = ("cross_entropy", "binary_cross_entropy", "squared_error")
@@ -196,6 +198,8 @@ class Cache:
 def forward(problem: Problem, weights: Weights | None = None) -> Cache:
     """Run the RNN. `weights` overrides problem.weights (possibly batched or complex)."""
     w = weights or problem.weights
+    if FUSED and fits_fused(problem, w):
+        return _forward_fused(problem, w)
     drive = input_drive(problem, w.V)
     if drive.ndim == 2 and w.W.ndim == 2 and w.b_h.ndim == 1 and w.h_init.ndim == 1:
         batch = ()                                   # the common case, without broadcasting
@@ -231,6 +235,103 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
             else np.where(mask, per_step, 0) * scale
         cache.loss = cache.step_losses.sum(axis=0)
     return cache
+
+
+# --- the compiled path (fused.py) for small float64 problems, where numpy's ~1-2 µs per call
+# outweighs the arithmetic ---
+
+FUSED = True            # False: numpy only (tests run both paths; benchmarks compare them)
+# Where the compiled loops beat numpy + BLAS: H <= FUSED_MAX_H and the multiply-adds of
+# forward + full BPTT with diagnostics, 3 T H (H + N + D or 1) + T H^2 min(T, H), at most
+# FUSED_MAX_WORK. Measured (forward + backward_with_diagnostics, tokens, min of many runs,
+# OPENBLAS_NUM_THREADS=1, 2 shared cores) numpy / fused time: H 16 T 10 6x; H 100 T 25
+# (work 7.5e6) 1.1-1.3x; H 64 T 100 (2.9e7) 1.2x; H 128 T 25 (1.2e7) 1.0x; H 100 T 50
+# (2.8e7) 0.85x; H 256 T 10 (9e6) 0.95x; H 512 T 100 0.43x.
+FUSED_MAX_H = 128
+FUSED_MAX_WORK = 10_000_000
+_NO_TOKENS, _NO_MATRIX, _NO_MASK = np.empty(0, np.int64), np.empty((0, 0)), np.empty(0, bool)
+_NO_DIAGNOSTICS = (np.empty((0, 0)), np.empty(0))
+
+
+def fits_fused(problem: Problem, w: Weights) -> bool:
+    """float64, no batch axis, and small enough that the compiled loops win."""
+    V, W, U, x = w.V, w.W, w.U, problem.inputs
+    if not (V.ndim == W.ndim == U.ndim == 2 and w.b_h.ndim == w.b_y.ndim == w.h_init.ndim == 1
+            and V.dtype == W.dtype == U.dtype == w.b_h.dtype == w.b_y.dtype == w.h_init.dtype
+            == _F8 and (x is None or (x.dtype == _F8 and x.ndim == 2))):
+        return False
+    T, (N, H) = problem.T, U.shape
+    step = H * (H + N + (V.shape[1] if x is not None else 1))
+    return H <= FUSED_MAX_H and 3 * T * step + T * H * H * min(T, H) <= FUSED_MAX_WORK
+
+
+_F8 = np.dtype(np.float64)
+
+
+def _call(kernel, *args):
+    """kernel(*args); inputs numba has no signature for (read-only, strided, other dtypes) are
+    copied into the C-contiguous float64 / int64 / bool arrays it has (the outputs, allocated
+    here, always fit)."""
+    try:
+        return kernel(*args)
+    except TypeError:
+        return kernel(*map(_conform, args))
+
+
+_KERNEL_DTYPE = {"i": np.dtype(np.int64), "u": np.dtype(np.int64), "b": np.dtype(np.bool_)}
+
+
+def _conform(x):
+    if not isinstance(x, np.ndarray):
+        return x
+    dtype = _KERNEL_DTYPE.get(x.dtype.kind, _F8)
+    if x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable:
+        return x
+    return np.array(x, dtype=dtype, order="C")
+
+
+def _sequence(p: Problem) -> tuple:
+    """The kernels' sequence arguments: tokens, inputs, targets, scored (empty where None),
+    the activations' and the loss's codes, and whether the reduction is mean."""
+    return (_NO_TOKENS if p.tokens is None else p.tokens,
+            _NO_MATRIX if p.inputs is None else p.inputs,
+            _NO_MATRIX if p.targets is None else p.targets,
+            _NO_MASK if p.scored is None else p.scored,
+            fused.HIDDEN[p.hidden_activation], fused.OUTPUT[p.output_activation],
+            fused.LOSS[p.loss if p.targets is not None else None], p.reduction == "mean")
+
+
+def _forward_fused(problem: Problem, w: Weights) -> Cache:
+    T, (N, H) = problem.T, w.U.shape
+    a, h, z = np.empty((T, H)), np.empty((T, H)), np.empty((T, N))
+    yhat = z if problem.output_activation == "identity" else np.empty((T, N))
+    steps = np.empty(T if problem.targets is not None else 0)
+    total = _call(fused.forward, w.V, w.W, w.U, w.b_h, w.b_y, w.h_init, *_sequence(problem),
+                  a, h, z, yhat, steps)
+    if problem.targets is None:
+        return Cache(problem, a, h, z, yhat)
+    return Cache(problem, a, h, z, yhat, steps, total)
+
+
+def _backward_fused(cache: Cache, diagnostics: bool) -> tuple[Gradients, "BPTT"]:
+    p = cache.problem
+    w = p.weights
+    (N, H), D, T = w.U.shape, w.V.shape[1], p.T
+    dz = np.empty((T, N))
+    g = Gradients(V=np.empty((H, D)), W=np.empty((H, H)), U=None, b_h=np.empty(H), b_y=None,
+                  h_init=np.empty(H))
+    bptt = BPTT(np.empty((T, H)), np.empty(T)) if diagnostics else None
+    _call(fused.backward, w.V, w.W, w.U, w.h_init, cache.a, cache.h, cache.z, cache.yhat,
+          *_sequence(p), dz, g.V, g.W, g.b_h, g.h_init,
+          *((bptt.b_h_by_step, bptt.hidden_grad_norms) if diagnostics else _NO_DIAGNOSTICS))
+    g.U, g.b_y = dz.T @ cache.h, dz.sum(axis=0)     # as _gradients: truncation never changes them
+    return g, bptt
+
+
+def _use_fused_backward(cache: Cache, truncate: int | None) -> bool:
+    p = cache.problem
+    return FUSED and (truncate is None or truncate >= p.T) and p.has_loss \
+        and cache.a.ndim == 2 and cache.a.dtype == np.float64 and fits_fused(p, p.weights)
 
 
 def loss(problem: Problem, weights: Weights | None = None):
@@ -277,6 +378,8 @@ def h_prev(cache: Cache) -> np.ndarray:
 
 def backward(cache: Cache, truncate: int | None = None) -> Gradients:
     """dL/dθ by BPTT. `truncate` K keeps only the terms of L_t through a_k with t - k < K."""
+    if _use_fused_backward(cache, truncate):
+        return _backward_fused(cache, False)[0]
     p = cache.problem
     dz, dh_out = output_grads(cache)
     slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
@@ -309,6 +412,9 @@ def _reverse(dh_out, slope, W):
 def backward_with_diagnostics(cache: Cache, truncate: int | None = None,
                               include: tuple[str, ...] = ()) -> tuple[Gradients, "BPTT"]:
     """backward() and bptt_diagnostics() in one sweep: what /v1/gradients returns."""
+    if _use_fused_backward(cache, truncate):     # the same gradients as backward()'s
+        grads, bptt = _backward_fused(cache, not include)
+        return grads, bptt or bptt_diagnostics(cache, truncate, include)
     p = cache.problem
     dz, dh_out = output_grads(cache)
     slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
