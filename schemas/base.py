@@ -6,6 +6,7 @@ import math
 from typing import Annotated, ClassVar, Literal, TypeVar, Union
 
 import numpy as np
+import orjson
 import pybase64
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator)
@@ -119,7 +120,16 @@ def _error(e: dict) -> tuple[str, str]:
 
 
 def parse(model: type[M], body: bytes, max_errors: int = 50) -> M:
-    """Validate a JSON body: 400 if it is not JSON, 422 with pointers if it does not fit."""
+    """Validate a JSON body: 400 if it is not JSON, 422 with pointers if it does not fit.
+
+    A valid body takes the fast road: orjson, then the model in Python mode (about half the
+    time of validate_json on a small body, the same on a large one). Anything either refuses
+    is validated again by validate_json, whose errors are the ones reported: NaN, Infinity and
+    1e400 are not JSON to orjson, but pydantic's parser reads them and points at the number."""
+    try:
+        return model.model_validate(orjson.loads(body))
+    except (orjson.JSONDecodeError, ValidationError):
+        pass
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

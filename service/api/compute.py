@@ -15,9 +15,14 @@ from .common import body, check_work, engine_problem, ensure_finite, limits, ste
 bp = Blueprint("compute", __name__)
 
 
-def forward_fields(cache: rnn.Cache) -> dict:
+def forward_results(cache: rnn.Cache) -> dict:
+    return {"outputs": cache.yhat, "hidden": cache.h, "loss": cache.loss}
+
+
+def forward_fields(cache: rnn.Cache, checked: bool = False) -> dict:
     p = cache.problem
-    ensure_finite(outputs=cache.yhat, hidden=cache.h, loss=cache.loss)
+    if not checked:
+        ensure_finite(**forward_results(cache))
     return dict(outputs=cache.yhat, hidden=cache.h,
                 loss=None if cache.loss is None else float(cache.loss),
                 step_losses=step_list(cache.step_losses, p.scored) if p.has_loss else [None] * p.T)
@@ -54,10 +59,12 @@ def gradients():
     check_gradients_work(req, problem, lim)
     with np.errstate(all="ignore"):
         cache = rnn.forward(problem)
-        fields = forward_fields(cache)
         grads, bptt = rnn.backward_with_diagnostics(cache, req.truncate, tuple(req.include))
-    ensure_finite(**{f"gradients.{k}": v for k, v in grads.as_dict().items()},
+    # one finiteness check over everything returned (one summation, not one per group)
+    ensure_finite(**forward_results(cache),
+                  **{f"gradients.{k}": v for k, v in grads.as_dict().items()},
                   **{f"bptt.{k}": v for k, v in vars(bptt).items() if k != "jacobian_norms"})
+    fields = forward_fields(cache, checked=True)
     if bptt.jacobian_norms is not None:
         lower = np.tri(problem.T, dtype=bool)          # entries with k > t are null, not NaN
         ensure_finite(**{"bptt.jacobian_norms": np.where(lower, bptt.jacobian_norms, 0.0)})
