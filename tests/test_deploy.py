@@ -208,3 +208,23 @@ def test_replica_killed_mid_load_nginx_answers_everything_from_the_other(tmp_pat
     assert served_by_a_before > 20, "both replicas took traffic before the kill"
     assert b_count >= total - served_by_a_before
     assert b_count > total - kill_after - 10, "after the kill, the surviving replica answered"
+
+
+def test_numba_kernels_compiled_in_the_image_seed_the_writable_cache(monkeypatch, tmp_path):
+    """The image compiles the kernels at build time into NUMBA_CACHE_SEED; gunicorn.conf.py
+    copies them into NUMBA_CACHE_DIR (compose's tmpfs) once, and never over an existing one."""
+    text = (ROOT / "Dockerfile").read_text()
+    seed = re.search(r"^ENV NUMBA_CACHE_SEED=(\S+)", text, re.M).group(1)
+    warm = re.search(r"^RUN NUMBA_CACHE_DIR=(\S+) python -c \"(.+)\"$", text, re.M)
+    assert warm and warm.group(1) == seed
+    assert "service.engine.fused" in warm.group(2) and "service.engine.gradcheck_kernels" in warm.group(2)
+    assert re.search(r"NUMBA_CACHE_DIR=/tmp/", text)          # writable in the read-only container
+    conf = gunicorn_settings(monkeypatch, tmp_path, {})
+    (tmp_path / "seed" / "engine_x").mkdir(parents=True)
+    (tmp_path / "seed" / "engine_x" / "fused.forward-1.py311.nbi").write_bytes(b"index")
+    env = {"NUMBA_CACHE_SEED": str(tmp_path / "seed"), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    conf["_seed_numba_cache"](env)
+    assert (tmp_path / "cache" / "engine_x" / "fused.forward-1.py311.nbi").read_bytes() == b"index"
+    (tmp_path / "seed" / "engine_x" / "fused.forward-1.py311.nbi").write_bytes(b"newer")
+    conf["_seed_numba_cache"](env)                               # an existing cache is kept
+    assert (tmp_path / "cache" / "engine_x" / "fused.forward-1.py311.nbi").read_bytes() == b"index"
