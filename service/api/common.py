@@ -39,7 +39,13 @@ def _refuse_cut_body(req, data: bytes) -> None:
 
 
 def limits():
-    return config.limits(current_app.config)
+    """The app's limits, built from its config at the first request that asks (a config
+    changed after that is not seen: set limits before serving)."""
+    ext = current_app.extensions
+    found = ext.get("rnn.limits")
+    if found is None:
+        found = ext["rnn.limits"] = config.limits(current_app.config)
+    return found
 
 
 def engine_problem(p: ProblemArrays) -> Problem:
@@ -48,8 +54,9 @@ def engine_problem(p: ProblemArrays) -> Problem:
                       inputs=p.inputs, tokens=p.tokens, targets=p.targets, scored=p.scored,
                       loss=p.loss, reduction=p.reduction)
     if has_request_context():        # sizes for the access log and the metrics
-        observability.mark_compute_start(
-            {"T": problem.T, "H": problem.H, "D": problem.D, "N": problem.N})
+        w = problem.weights
+        observability.mark_compute_start({"T": problem.T, "H": w.W.shape[-1], "D": w.V.shape[-1],
+                                          "N": w.U.shape[-2]})
     return problem
 
 
