@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import njit, types
 
+from .fused import pairwise_sum     # numpy's summation order, as the numpy path
+
 HIDDEN = {"tanh": 0, "sigmoid": 1}
 LOSSES = {("cross_entropy", "softmax"): 0, ("binary_cross_entropy", "sigmoid"): 1,
           ("squared_error", "identity"): 2, ("squared_error", "sigmoid"): 3,
@@ -63,30 +65,6 @@ def _row_kind(x, start, stop, short):
         past += not a <= SMALL
         long += a > short
     return DIRECT if past else (SERIES if long else SHORT)
-
-
-@njit(cache=True)
-def _sum(x, n):
-    """Σ x[:n] with eight running sums (numpy's unrolled pairwise block): a sequential sum
-    would wait on each add's latency."""
-    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = 0.0
-    k = 0
-    while k + 8 <= n:
-        r0 += x[k]
-        r1 += x[k + 1]
-        r2 += x[k + 2]
-        r3 += x[k + 3]
-        r4 += x[k + 4]
-        r5 += x[k + 5]
-        r6 += x[k + 6]
-        r7 += x[k + 7]
-        k += 8
-    out = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while k < n:
-        out += x[k]
-        k += 1
-    return out
-
 
 @njit(cache=True)
 def _sigmoid(x):
@@ -178,12 +156,12 @@ def loss_step(code, x, offset, yhat, y, scale, total, direct):
             for k in range(N):
                 u[k] = e[k] * yhat[k]
                 v[k] = dz[k] * y[k]
-            total[b] += (math.log1p(_sum(u, N)) - _sum(v, N)) * scale
+            total[b] += (math.log1p(pairwise_sum(u, 0, N)) - pairwise_sum(v, 0, N)) * scale
             continue
         if code == 1:                                # Σ log(1 + ŷ(e^dz − 1)) − y·dz
             for k in range(N):
                 u[k] = math.log1p(yhat[k] * e[k]) - y[k] * dz[k]
-            change = _sum(u, N)
+            change = pairwise_sum(u, 0, N)
         else:                                        # Σ Δŷ (ŷ − y + Δŷ/2)
             if code == 2:
                 for k in range(N):
@@ -194,11 +172,11 @@ def loss_step(code, x, offset, yhat, y, scale, total, direct):
             else:                                    # softmax: ŷ_k (e_k − S)/(1 + S)
                 for k in range(N):
                     u[k] = e[k] * yhat[k]
-                S = _sum(u, N)
+                S = pairwise_sum(u, 0, N)
                 for k in range(N):
                     v[k] = yhat[k] * (e[k] - S) / (1 + S)
             for k in range(N):
                 u[k] = v[k] * (yhat[k] - y[k] + 0.5 * v[k])
-            change = _sum(u, N)
+            change = pairwise_sum(u, 0, N)
         total[b] += change * scale
     return skipped
