@@ -333,7 +333,7 @@ def _backward_fused(cache: Cache, diagnostics: bool) -> tuple[Gradients, "BPTT"]
     _call(fused.backward, w.V, w.W, w.U, w.h_init, cache.a, cache.h, cache.z, cache.yhat,
           *_sequence(p), dz, g.V, g.W, g.b_h, g.h_init,
           *((bptt.b_h_by_step, bptt.hidden_grad_norms) if diagnostics else _NO_DIAGNOSTICS))
-    g.U, g.b_y = dz.T @ cache.h, dz.sum(axis=0)     # as _gradients: truncation never changes them
+    g.U, g.b_y = output_layer_grads(cache, dz)
     return g, bptt
 
 
@@ -401,8 +401,15 @@ def backward(cache: Cache, truncate: int | None = None) -> Gradients:
 
 def _gradients(cache: Cache, dz, da, dh_init) -> Gradients:
     p = cache.problem
-    return Gradients(V=input_grad(p, da), W=da.T @ h_prev(cache), U=dz.T @ cache.h,
-                     b_h=da.sum(axis=0), b_y=dz.sum(axis=0), h_init=dh_init)
+    U, b_y = output_layer_grads(cache, dz)
+    return Gradients(V=input_grad(p, da), W=da.T @ h_prev(cache), U=U,
+                     b_h=da.sum(axis=0), b_y=b_y, h_init=dh_init)
+
+
+def output_layer_grads(cache: Cache, dz) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dU and dL/db_y from dL/dz_t: truncation never changes them, and both backward
+    paths (numpy and fused) take them from here, so they agree bit for bit."""
+    return dz.T @ cache.h, dz.sum(axis=0)
 
 
 def _reverse(dh_out, slope, W):
