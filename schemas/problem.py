@@ -151,7 +151,8 @@ def _fast_targets(entries: list, loss: str, N: int, scored: np.ndarray, Y: np.nd
         # type(True) is bool, not int: booleans fall through to the checks that name them
         if not given or set(map(type, given)) != {int} or min(given) < 0 or max(given) >= N:
             return False
-        Y[np.flatnonzero(scored), np.array(given, dtype=np.intp)] = 1.0
+        steps = np.arange(len(entries)) if len(given) == len(entries) else np.flatnonzero(scored)
+        Y[steps, given] = 1.0
         return True
     if not all(type(e) is list and len(e) == N for e in given) or \
             not {type(x) for e in given for x in e} <= {int, float}:
@@ -170,12 +171,12 @@ def _targets(entries: list, loss: str, T: int, N: int, errors: list):
         errors.append(("/targets", f"must have {T} entries (one per step), got {len(entries)}"))
         return None, None
     Y = np.zeros((T, N))
-    scored = np.ones(T, dtype=bool) if None not in entries else \
-        np.array([e is not None for e in entries], dtype=bool)
-    if not scored.any():
+    present = [e is not None for e in entries] if None in entries else None
+    if present is not None and not any(present):
         errors.append(("/targets", "every target is null: at least one step must be scored "
                                    "(omit targets for no loss)"))
         return None, None
+    scored = np.ones(T, dtype=bool) if present is None else np.array(present, dtype=bool)
     if _fast_targets(entries, loss, N, scored, Y):
         return Y, scored
     for t, e in enumerate(entries):

@@ -93,7 +93,7 @@ def _finite_sum(values) -> bool:
                 elif v is not None:
                     total += float(v) if isinstance(v, float) else float(np.sum(v))
             if arrays and sum(v.size for v in arrays) <= _CONCATENATE_UP_TO:
-                total += float(np.concatenate([v.ravel() for v in arrays]).sum())
+                total += float(np.add.reduce(np.concatenate(arrays, axis=None)))
             else:
                 total += sum(float(v.sum()) for v in arrays)
         return total - total == 0.0
