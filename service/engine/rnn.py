@@ -101,9 +101,12 @@ def hidden(name: str, a):
 def hidden_slope(name: str, a, h):
     """f_h'(a) elementwise; relu's derivative is 0 at 0."""
     if name == "tanh":
-        return 1.0 - h * h
+        s = h * h
+        return np.subtract(1.0, s, out=s)
     if name == "sigmoid":
-        return h * (1.0 - h)
+        s = 1.0 - h
+        s *= h
+        return s
     if name == "relu":
         return (a.real > 0).astype(a.dtype)
     return np.ones_like(a)
@@ -161,20 +164,21 @@ def _mv(M, v):
 
 
 def input_drive(problem: Problem, V) -> np.ndarray:
-    """V x_t for every t: T x (batch) x H."""
+    """V x_t for every t: T x (batch) x H, a fresh array (forward adds b_h in place)."""
     if problem.tokens is not None:                           # columns of V, no one-hot product
         return V.T[problem.tokens] if V.ndim == 2 else np.moveaxis(V[..., problem.tokens], -1, 0)
     return np.moveaxis(_mv(V[..., None, :, :], problem.inputs), -2, 0) if V.ndim == 3 \
         else problem.inputs @ V.T
 
 
-def _recur(activation: str, base, W, h_init, a, h) -> None:
-    """The float64 unbatched recurrence a_t = W h_{t-1} + (V x_t + b_h), in place: the step
-    loop is the engine's hot path, so one BLAS call and two ufuncs per step, no temporaries."""
-    h_prev = h_init
-    for t in range(len(base)):
-        np.dot(W, h_prev, out=a[t])
-        a[t] += base[t]
+def _recur(activation: str, W, h_init, a, h) -> None:
+    """The float64 unbatched recurrence, in place: `a` holds V x_t + b_h on entry and a_t on
+    return. The step loop is the engine's hot path, so one BLAS call and two ufuncs per step
+    into one scratch vector: no fresh memory, whose page faults cost more than the arithmetic."""
+    h_prev, Wh = h_init, np.empty(a.shape[1])
+    for t in range(len(a)):
+        np.dot(W, h_prev, out=Wh)
+        a[t] += Wh
         if activation == "tanh":
             np.tanh(a[t], out=h[t])
         else:
@@ -209,23 +213,32 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
     arrays = (w.V, w.W, w.U, w.b_h, w.b_y, w.h_init, drive)
     dtype = np.float64 if all(x.dtype == np.float64 for x in arrays) else np.result_type(*arrays)
     T, H = problem.T, w.W.shape[-1]
-    a = np.empty((T, *batch, H), dtype=dtype)
-    h = np.empty_like(a)
     if batch == () and dtype == np.float64:
-        _recur(problem.hidden_activation, drive + w.b_h, w.W, w.h_init, a, h)
+        # in place wherever the arrays are fresh: at H 512 a page fault costs more than the
+        # arithmetic on its 512 values
+        a = drive                                   # V x_t, fresh from input_drive
+        a += w.b_h
+        h = np.empty_like(a)
+        _recur(problem.hidden_activation, w.W, w.h_init, a, h)
+        z = h @ w.U.T
+        z += w.b_y
     else:
+        a = np.empty((T, *batch, H), dtype=dtype)
+        h = np.empty_like(a)
         h_prev = w.h_init
         for t in range(T):
             a[t] = drive[t] + _mv(w.W, h_prev) + w.b_h
             h[t] = h_prev = hidden(problem.hidden_activation, a[t])
-    z = _mv(w.U, h) + w.b_y
+        z = _mv(w.U, h) + w.b_y
     # softmax and its cross-entropy share log-sum-exp(z): compute it once
     lse = None
     if problem.output_activation == "softmax" and z.dtype == np.float64:
         m = z.max(axis=-1, keepdims=True)         # one exp pass serves both (0.2 ms at T 100, N 256)
-        e = np.exp(z - m)
+        e = z - m
+        np.exp(e, out=e)
         s = e.sum(axis=-1, keepdims=True)
-        lse, yhat = (m + np.log(s))[..., 0], e / s
+        lse, yhat = (m + np.log(s))[..., 0], e
+        yhat /= s
     elif problem.output_activation == "softmax":
         lse = logsumexp(z)
         yhat = np.exp(z - lse[..., None])
@@ -235,7 +248,7 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
     if problem.has_loss:
         y = problem.targets.reshape(T, *([1] * len(batch)), -1)
         if lse is not None and problem.loss == "cross_entropy":
-            per_step = lse - np.sum(y * z, axis=-1)
+            per_step = lse - np.einsum("...n,...n->...", y, z)
         else:
             per_step = step_losses(problem.loss, problem.output_activation, z, y)
         mask = problem.scored.reshape(T, *([1] * len(batch)))
@@ -393,7 +406,7 @@ def backward(cache: Cache, truncate: int | None = None) -> Gradients:
     dz, dh_out = output_grads(cache)
     slope = hidden_slope(p.hidden_activation, cache.a, cache.h)
     if truncate is None or truncate >= p.T:
-        da, dh_init, _ = _reverse(dh_out, slope, p.weights.W)
+        da, dh_init, _ = _reverse(dh_out, slope, p.weights.W, keep_dh=False)
     else:
         da, dh_init = windowed_chain(dh_out, slope, p.weights.W, truncate)[:2]
     return _gradients(cache, dz, da, dh_init)
@@ -402,8 +415,10 @@ def backward(cache: Cache, truncate: int | None = None) -> Gradients:
 def _gradients(cache: Cache, dz, da, dh_init) -> Gradients:
     p = cache.problem
     U, b_y = output_layer_grads(cache, dz)
-    return Gradients(V=input_grad(p, da), W=da.T @ h_prev(cache), U=U,
-                     b_h=da.sum(axis=0), b_y=b_y, h_init=dh_init)
+    dW = da[1:].T @ cache.h[:-1]                   # the steps after the first; no h_prev copy
+    if p.weights.h_init.any():
+        dW += np.outer(da[0], p.weights.h_init)
+    return Gradients(V=input_grad(p, da), W=dW, U=U, b_h=da.sum(axis=0), b_y=b_y, h_init=dh_init)
 
 
 def output_layer_grads(cache: Cache, dz) -> tuple[np.ndarray, np.ndarray]:
@@ -412,15 +427,16 @@ def output_layer_grads(cache: Cache, dz) -> tuple[np.ndarray, np.ndarray]:
     return dz.T @ cache.h, dz.sum(axis=0)
 
 
-def _reverse(dh_out, slope, W):
-    """Full BPTT's reverse sweep: dL/da_t, dL/dh_init and dL/dh_t (the total derivative)."""
+def _reverse(dh_out, slope, W, keep_dh=True):
+    """Full BPTT's reverse sweep: dL/da_t, dL/dh_init and dL/dh_t (the total derivative; None
+    unless kept)."""
     T, H = dh_out.shape
     da = np.empty((T, H))
-    dh = np.empty((T, H))
+    dh = np.empty((T, H)) if keep_dh else None
     carry = np.zeros(H)                           # dL/dh_t arriving from step t+1
     for t in range(T - 1, -1, -1):
-        np.add(dh_out[t], carry, out=dh[t])
-        np.multiply(dh[t], slope[t], out=da[t])
+        dh_t = np.add(dh_out[t], carry, out=dh[t] if keep_dh else carry)
+        np.multiply(dh_t, slope[t], out=da[t])
         carry = np.dot(da[t], W)
     return da, carry, dh
 
