@@ -232,10 +232,14 @@ def element_losses(problem: rnn.Problem, name: str, flat: np.ndarray, steps: np.
         order = np.argsort(start, kind="stable")
         order = order[start[order] <= last_scored(problem)]      # the others leave L unchanged
         size = _chunk_size(problem.H + problem.N)
+        # Δh and Δh [Wᵀ | Uᵀ] of every chunk live in these: fresh ones per chunk (~1.6 MB at
+        # H 100) cost more in page faults than the elementwise work of a step
+        buffers = (np.empty((min(size, len(order)), problem.H), dtype=deltas.dtype),
+                   np.empty((min(size, len(order)), problem.H + problem.N), dtype=deltas.dtype))
         for i in range(0, len(order), size):
             part = order[i:i + size]
             out[part] = _hidden_path(problem, cache, name, rows[part], cols[part], deltas[part],
-                                     start[part])
+                                     start[part], buffers)
     else:
         size = _chunk_size(int(problem.scored.sum()) * problem.N)
         for i in range(0, len(deltas), size):
@@ -276,19 +280,25 @@ def first_nonzero_input(p: rnn.Problem, T: int) -> np.ndarray:
 
 
 def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas,
-                 start) -> np.ndarray:
+                 start, buffers=None) -> np.ndarray:
     """Loss changes of B models that differ from the base in one V, W, b_h or h_init entry
     each. Items are sorted by `start`: item b joins the batch at step start[b] (before it,
-    its states are the base model's). The state carried is Δh_t = h_t(perturbed) − h_t(base)."""
+    its states are the base model's). The state carried is Δh_t = h_t(perturbed) − h_t(base).
+    `buffers`: arrays of at least B rows for Δh (B × H) and each step's product (B × (H+N))."""
     w = p.weights
     B = len(deltas)
     items = np.arange(B)
     complex_ = np.iscomplexobj(deltas)
     steps = _Steps(p, cache, complex_)
     h_before = np.concatenate([w.h_init[None], cache.h])          # base h_{t−1} at index t
-    dh = np.zeros((B, p.H), dtype=deltas.dtype)
+    if buffers is None:
+        buffers = np.empty((B, p.H), dtype=deltas.dtype), np.empty((B, p.H + p.N), dtype=deltas.dtype)
+    dh, product = buffers[0][:B], buffers[1][:B]
+    dh.fill(0)
     # one GEMM per step: Δh_{t−1} [Wᵀ | Uᵀ] gives Δa_t and Δz_{t−1} together
     WU = np.concatenate([w.W.T, w.U.T], axis=1)
+    # every step's product goes into one buffer: a fresh (B, H+N) array per step would be
+    # ~1 MB of page faults each time
     total = np.zeros(B, dtype=deltas.dtype)
     first, last = int(start[0]), last_scored(p)
     n = 0
@@ -297,7 +307,7 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
         if joining > n and name == "h_init":                      # Δh_{−1} = ε e_i
             dh[items[n:joining], rows[n:joining]] = deltas[n:joining]
         n = joining
-        both = _gemm(dh[:n], WU, complex_)
+        both = _gemm(dh[:n], WU, complex_, product[:n])
         if t > first and p.scored[t - 1]:                         # items joining now add 0
             steps.add_loss(t - 1, both, p.H, total)
         # Δa_t = W Δh_{t−1} + kick
@@ -334,10 +344,8 @@ class _Steps:
         both[np.arange(len(kick)), rows] += kick
         change = hidden_change(self.p.hidden_activation, self.cache.a[t], self.cache.h[t],
                                both[:, :H])
-        if n == len(dh):
-            return change                                         # everyone joined: no copy
-        dh[:n] = change
-        return dh
+        dh[:n] = change        # not dh = change: identity's change is a view of `both`, which
+        return dh              # the next step's product overwrites before reading Δh again
 
     def add_loss(self, t: int, x: np.ndarray, offset: int, total: np.ndarray) -> None:
         """total[:n] += ΔL_t for Δz_t = x[:, offset:offset + N] (n rows)."""
@@ -367,11 +375,12 @@ def _kick(p: rnn.Problem, name: str, t: int, cols, deltas, h_prev, dh):
     return deltas
 
 
-def _gemm(x: np.ndarray, MT: np.ndarray, complex_: bool) -> np.ndarray:
-    """x @ MT with a real MT: two real GEMMs for a complex x, not one complex GEMM."""
+def _gemm(x: np.ndarray, MT: np.ndarray, complex_: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """x @ MT with a real MT, into `out` if given (numpy copies an x that overlaps it): two
+    real GEMMs for a complex x, not one complex GEMM."""
     if not complex_:
-        return x @ MT
-    out = np.empty((x.shape[0], MT.shape[1]), dtype=complex)
+        return x @ MT if out is None else np.matmul(x, MT, out=out)
+    out = np.empty((x.shape[0], MT.shape[1]), dtype=complex) if out is None else out
     out.real = x.real @ MT
     out.imag = x.imag @ MT
     return out
