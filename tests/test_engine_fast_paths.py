@@ -64,3 +64,26 @@ def test_fused_sweep_equals_backward_and_diagnostics_apart(T, H, truncate, inclu
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15, equal_nan=True)
     np.testing.assert_allclose(bptt.b_h_by_step.sum(axis=0), grads.b_h, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("tokens", [True, False])
+@pytest.mark.parametrize("hidden", ["tanh", "sigmoid"])
+def test_the_in_place_numpy_path_leaves_every_input_unchanged(engine_path, tokens, hidden):
+    """forward builds a_t in place on V x_t and backward works on its own arrays: the
+    caller's weights, inputs and targets must come out as they went in."""
+    spec, p = ref.random_problem(5, T=7, H=6, D=4, N=3, tokens=tokens, hidden=hidden,
+                                 h_init=True, null_targets=True)
+    problem = engine_problem(spec, p)
+    given = {name: np.copy(getattr(problem.weights, name)) for name in rnn.PARAMETERS}
+    given.update(targets=problem.targets.copy(), scored=problem.scored.copy(),
+                 sequence=np.copy(problem.tokens if tokens else problem.inputs))
+    cache = rnn.forward(problem)
+    rnn.backward_with_diagnostics(cache)
+    rnn.backward(cache)
+    for name in rnn.PARAMETERS:
+        assert np.array_equal(getattr(problem.weights, name), given[name]), name
+    assert np.array_equal(problem.targets, given["targets"])
+    assert np.array_equal(problem.scored, given["scored"])
+    assert np.array_equal(problem.tokens if tokens else problem.inputs, given["sequence"])
+    # and the forward pass is repeatable (nothing it reads was overwritten)
+    np.testing.assert_array_equal(rnn.forward(problem).h, cache.h)
