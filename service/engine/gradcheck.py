@@ -232,8 +232,7 @@ def element_losses(problem: rnn.Problem, name: str, flat: np.ndarray, steps: np.
         order = np.argsort(start, kind="stable")
         order = order[start[order] <= last_scored(problem)]      # the others leave L unchanged
         size = _chunk_size(problem.H + problem.N)
-        # Δh and Δh [Wᵀ | Uᵀ] of every chunk live in these: fresh ones per chunk (~1.6 MB at
-        # H 100) cost more in page faults than the elementwise work of a step
+        # one Δh and one product buffer for every chunk (see _hidden_path)
         buffers = (np.empty((min(size, len(order)), problem.H), dtype=deltas.dtype),
                    np.empty((min(size, len(order)), problem.H + problem.N), dtype=deltas.dtype))
         for i in range(0, len(order), size):
@@ -293,12 +292,12 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
     h_before = np.concatenate([w.h_init[None], cache.h])          # base h_{t−1} at index t
     if buffers is None:
         buffers = np.empty((B, p.H), dtype=deltas.dtype), np.empty((B, p.H + p.N), dtype=deltas.dtype)
+    # reused, not fresh: a new (B, H+N) product every step was ~1 MB of page faults each
+    # time, more than the step's elementwise work (24k faults in a 23k-parameter check)
     dh, product = buffers[0][:B], buffers[1][:B]
     dh.fill(0)
     # one GEMM per step: Δh_{t−1} [Wᵀ | Uᵀ] gives Δa_t and Δz_{t−1} together
     WU = np.concatenate([w.W.T, w.U.T], axis=1)
-    # every step's product goes into one buffer: a fresh (B, H+N) array per step would be
-    # ~1 MB of page faults each time
     total = np.zeros(B, dtype=deltas.dtype)
     first, last = int(start[0]), last_scored(p)
     n = 0
