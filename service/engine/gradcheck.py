@@ -260,7 +260,7 @@ def start_steps(p: rnn.Problem, cache: rnn.Cache, name: str, flat: np.ndarray) -
     if name == "V":
         first = first_nonzero_input(p, p.T)
     else:
-        first = first_nonzero(np.concatenate([p.weights.h_init[None], cache.h[:-1]]) != 0)
+        first = first_nonzero(rnn.h_prev(cache) != 0)
     return first[flat % len(first)]
 
 
@@ -279,7 +279,7 @@ def first_nonzero_input(p: rnn.Problem, T: int) -> np.ndarray:
 
 
 def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas,
-                 start, buffers=None) -> np.ndarray:
+                 start, buffers) -> np.ndarray:
     """Loss changes of B models that differ from the base in one V, W, b_h or h_init entry
     each. Items are sorted by `start`: item b joins the batch at step start[b] (before it,
     its states are the base model's). The state carried is Δh_t = h_t(perturbed) − h_t(base).
@@ -290,8 +290,6 @@ def _hidden_path(p: rnn.Problem, cache: rnn.Cache, name: str, rows, cols, deltas
     complex_ = np.iscomplexobj(deltas)
     steps = _Steps(p, cache, complex_)
     h_before = np.concatenate([w.h_init[None], cache.h])          # base h_{t−1} at index t
-    if buffers is None:
-        buffers = np.empty((B, p.H), dtype=deltas.dtype), np.empty((B, p.H + p.N), dtype=deltas.dtype)
     # reused, not fresh: a new (B, H+N) product every step was ~1 MB of page faults each
     # time, more than the step's elementwise work (24k faults in a 23k-parameter check)
     dh, product = buffers[0][:B], buffers[1][:B]

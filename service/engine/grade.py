@@ -106,7 +106,7 @@ def _gradient_from(cache: rnn.Cache, name: str, da: np.ndarray, dh_init: np.ndar
     p = cache.problem
     if name in ("U", "b_y"):
         return getattr(rnn.backward(cache), name)
-    return {"V": lambda: rnn.input_grad(p, da), "W": lambda: da.T @ rnn.h_prev(cache),
+    return {"V": lambda: rnn.input_grad(p, da), "W": lambda: rnn.recurrent_grad(cache, da),
             "b_h": lambda: da.sum(axis=0), "h_init": lambda: dh_init}[name]()
 
 

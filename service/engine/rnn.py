@@ -398,6 +398,15 @@ def h_prev(cache: Cache) -> np.ndarray:
     return np.concatenate([cache.problem.weights.h_init[None], cache.h[:-1]])
 
 
+def recurrent_grad(cache: Cache, da: np.ndarray) -> np.ndarray:
+    """dL/dW = Σ_t dL/da_t h_{t-1}ᵀ from the shifted views of h, without h_prev's copy."""
+    dW = da[1:].T @ cache.h[:-1]
+    h_init = cache.problem.weights.h_init
+    if h_init.any():
+        dW += np.outer(da[0], h_init)
+    return dW
+
+
 def backward(cache: Cache, truncate: int | None = None) -> Gradients:
     """dL/dθ by BPTT. `truncate` K keeps only the terms of L_t through a_k with t - k < K."""
     if _use_fused_backward(cache, truncate):
@@ -415,10 +424,8 @@ def backward(cache: Cache, truncate: int | None = None) -> Gradients:
 def _gradients(cache: Cache, dz, da, dh_init) -> Gradients:
     p = cache.problem
     U, b_y = output_layer_grads(cache, dz)
-    dW = da[1:].T @ cache.h[:-1]                   # the steps after the first; no h_prev copy
-    if p.weights.h_init.any():
-        dW += np.outer(da[0], p.weights.h_init)
-    return Gradients(V=input_grad(p, da), W=dW, U=U, b_h=da.sum(axis=0), b_y=b_y, h_init=dh_init)
+    return Gradients(V=input_grad(p, da), W=recurrent_grad(cache, da), U=U, b_h=da.sum(axis=0),
+                     b_y=b_y, h_init=dh_init)
 
 
 def output_layer_grads(cache: Cache, dz) -> tuple[np.ndarray, np.ndarray]:
