@@ -134,3 +134,55 @@ def test_reference_truncation_tables_sum_to_autograd(path):
     got = ref.cell_truncated_grads(case, p, K=case.T)
     errors = {k: rel_err(got[k], want[k]) for k in want}
     assert max(errors.values()) < TOL, errors
+
+
+# --- self-checks of the reference where PyTorch has nothing to compare with ---
+
+def test_gru_before_one_step_by_hand():
+    """GRU with the reset before W_n (Cho et al.; not in torch): one step, H = D = 1, written
+    out in scalars."""
+    V, W, b = np.array([[0.3], [-0.7], [1.1]]), np.array([[0.5], [0.2], [-0.9]]), np.array([0.1, -0.2, 0.3])
+    x, h0 = 0.8, 0.4
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    r = sig(0.3 * x + 0.5 * h0 + 0.1)
+    z = sig(-0.7 * x + 0.2 * h0 - 0.2)
+    n = np.tanh(1.1 * x + (-0.9) * (r * h0) + 0.3)
+    want = (1 - z) * n + z * h0
+    case = ref.Case(cell="gru", gru_reset="before", loss=None, T=1, D=1, upstream=np.array([[1.0]]))
+    p = {"V": V, "W": W, "b_h": b, "h_init": np.array([h0]), "inputs": np.array([[x]])}
+    assert ref.cell_run(case, p)["h"][0, 0, 0] == pytest.approx(want, rel=1e-15)
+    n_after = np.tanh(1.1 * x + 0.3 + r * (-0.9 * h0))          # and "after" with b_hn = 0
+    got = ref.cell_run(ref.Case(cell="gru", loss=None, T=1, D=1, upstream=np.array([[1.0]])), p)["h"]
+    assert got[0, 0, 0] == pytest.approx((1 - z) * n_after + z * h0, rel=1e-15)
+
+
+@pytest.mark.parametrize("hidden", ref.HIDDEN)
+def test_v11_rnn_is_the_v1_reference(hidden):
+    """The vanilla cell of cell_run is v1's run, forward and gradients."""
+    spec, p = ref.random_problem(3, hidden=hidden, tokens=False, null_targets=True, reduction="mean")
+    case = ref.Case(cell="rnn", hidden=hidden, output=spec.output, loss=spec.loss, reduction="mean",
+                    T=spec.T, D=spec.D, targets=spec.targets)
+    q = {**p, "inputs": np.asarray(spec.inputs)}
+    old, new = ref.run(spec, p), ref.cell_run(case, q)
+    assert rel_err(new["h"][0], old["h"]) < 1e-15 and rel_err(new["L"], old["L"]) < 1e-15
+    old_g, new_g = ref.all_grads(spec, p), ref.cell_grads(case, q)
+    for k in ref.PARAMS:
+        assert rel_err(new_g[k], old_g[k]) < 1e-13, k
+
+
+@pytest.mark.parametrize("cell,reset,kw", [
+    ("gru", "before", {"B": 2, "reduction": "batch_mean", "null_targets": True, "per_sequence_init": True}),
+    ("gru", "after", {"layer": True, "tokens": True}),
+    ("lstm", "after", {"B": 2, "reduction": "mean", "null_targets": True}),
+    ("rnn", "after", {"B": 2, "hidden": "sigmoid", "output": "sigmoid", "loss": "binary_cross_entropy"})])
+def test_complex_step_agrees_with_central_differences(cell, reset, kw):
+    """The reference's complex-step derivatives against plain central differences of the
+    same forward pass (a third computation: no complex arithmetic involved)."""
+    case, p = ref.random_case(8, cell=cell, gru_reset=reset, **kw)
+    cs, cd = ref.cell_grads(case, p), ref.cell_grads(case, p, method=ref.central)
+    for k in cs:
+        assert rel_err(cs[k], cd[k]) < 1e-7, k
+    norms = ref.cell_state_grad_norms(case, p)
+    S = ref.state_size(case, p)
+    cd_norm = np.linalg.norm(ref.central(lambda d: ref.cell_run(case, p, shift={(0, 1): d})["L"], np.zeros(S)))
+    assert abs(np.atleast_2d(norms)[0, 1] - cd_norm) < 1e-7 * max(1.0, cd_norm)
