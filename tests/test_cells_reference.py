@@ -85,7 +85,7 @@ VARIANTS = ["dense_init", "tokens_noinit", "dense_shared_init"]
 
 def make_case(cell, reset, B, mode, variant, seed=0, **kw):
     return ref.random_case(
-        seed, cell=cell, gru_reset=reset, B=B, T=4, H=3, D=3, N=3,
+        seed, cell=cell, gru_reset=reset, B=B, T=kw.pop("T", 4), H=3, D=2, N=4,
         tokens=variant == "tokens_noinit",
         h_init=variant != "tokens_noinit", c_init=variant != "tokens_noinit",
         b_hn=variant != "tokens_noinit",
@@ -166,6 +166,22 @@ def test_no_output_layer_in_layer_mode():
         check_forward(case, p, cache)
         check_gradients(case, p, grads, ref.cell_grads(case, p))
         assert_close(bptt.b_h_terms, ref.cell_b_h_terms(case, p), "b_h_terms")
+
+
+@pytest.mark.parametrize("cell,reset", CELLS, ids=lambda x: x)
+@pytest.mark.parametrize("B,mode", [(None, "sum"), (2, "mean"), (2, "layer")], ids=["single", "B2_mean", "B2_layer"])
+def test_one_step(cell, reset, B, mode):
+    """T = 1: every diagnostic is one entry; truncation K = 1 is then full BPTT."""
+    case, p = make_case(cell, reset, B, mode, "dense_init", seed=9, T=1)
+    cache, grads, bptt = engine(case, p)
+    check_forward(case, p, cache)
+    check_gradients(case, p, grads, ref.cell_grads(case, p))
+    assert_close(bptt.b_h_terms, ref.cell_b_h_terms(case, p), "b_h_terms")
+    assert_close(bptt.hidden_grad_norms, ref.cell_state_grad_norms(case, p), "hidden_grad_norms")
+    assert_close(bptt.jacobian_norms, ref.cell_jacobian_norms(case, p), "jacobian_norms")
+    _, g1, _ = engine(case, p, truncate=1)
+    for k in grads:
+        assert_close(g1[k], grads[k], f"T=1, K=1: {k}", tol=1e-12)
 
 
 def test_diagnostics_false_gives_no_bptt():
@@ -352,3 +368,16 @@ def test_engine_matches_torch_golden(path):
     assert set(grads) == set(want_grads), (sorted(grads), sorted(want_grads))
     for k in want_grads:
         assert_close(grads[k], want_grads[k], f"gradients[{k}] vs autograd")
+
+
+@pytest.mark.parametrize("output,loss", [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy")])
+@pytest.mark.parametrize("cell,reset", CELLS, ids=lambda x: x)
+def test_large_logits(cell, reset, output, loss):
+    """Logits in the hundreds: the stable log-softmax / log-sigmoid losses and their
+    gradients stay finite and equal the reference's."""
+    case, p = ref.random_case(10, cell=cell, gru_reset=reset, B=2, output=output, loss=loss)
+    p = {**p, "U": 300.0 * p["U"], "b_y": 100.0 * p["b_y"]}
+    cache, grads, _ = engine(case, p, include=())
+    assert np.isfinite(cache.loss) and np.max(np.abs(cache.z)) > 100
+    check_forward(case, p, cache)
+    check_gradients(case, p, grads, ref.cell_grads(case, p))
