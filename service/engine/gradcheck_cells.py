@@ -1,0 +1,416 @@
+"""Numerical gradient checking of the v1.1 problems (plain numpy, no web imports): the gated
+cells (lstm, gru after/before), mini-batches, layer mode and dense-input gradients, i.e.
+every `problem.Problem` that gradcheck.py's vanilla fast path does not take.
+
+The methods, modes, stencils, selection of items and the report are gradcheck.py's
+(offsets, combine, _items, summarise, Report); what differs is how the loss changes
+L(θ + s·u) − L(θ) are computed, always as Σ_t [L_t(θ + s·u) − L_t(θ)] (per step, never the
+difference of two large totals):
+
+  rank-one recurrence (full and sample modes, V, W, b_h, h_init, c_init, inputs): many
+      perturbed models run as one recurrence on a (rows, state) array through the cell's own
+      step_forward (one GEMM per step inside it), each row one sequence of one perturbed
+      model. A V_ij or b_h_i perturbation adds ε·x_t[j] or ε to row i of the input drive
+      V x_t + b_h at every step, a W_ij one adds ε·h_{t−1}[j] of the perturbed row's own
+      state; an entry of x_t (inputs) adds ε·V[:, j] to step t's drive only; h_init / c_init
+      move the initial state. A shared weight or initial state perturbs all B sequences of
+      its model (B rows); inputs and per-sequence initial states only their sequence (one
+      row). A model joins at the first step its perturbation reaches (V_ij: the first
+      x_t[j] ≠ 0 in any sequence; W_ij: the first h_{t−1}[j] ≠ 0) and runs up to the last
+      step with a loss. The loss change is taken per step from Δh_t = h_t − h_t(base):
+      z_t(base) + Δh_t Uᵀ through the loss (or ⟨upstream_t, Δh_t⟩ in layer mode) minus the
+      base L_t computed by the same function.
+  output layer (U, b_y): the hidden states are the base model's and only z_t[i] moves:
+      gradcheck.element_losses' exact output path on the B·T steps taken as one sequence.
+  perturbed copies (the GRU's n block of W, and b_hn, whose change is multiplied by r
+      inside the cell; directional mode for every parameter but U and b_y): P parameter
+      copies with a leading axis through sequence.forward(problem, params={name: P × shape}).
+
+complex_step runs complex128 through the same cells (the kicks are i·ε).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import gradcheck as gc
+from . import rnn, sequence
+from .cells import CELLS, StepParams
+from .problem import Problem
+
+OUTPUT_PATH = ("U", "b_y")
+INITS = ("h_init", "c_init")
+PER_SEQUENCE = ("inputs",)          # and h_init / c_init when they are B × H
+# rows of a chunk of the rank-one recurrence: the cell's dozen (rows, H) temporaries per
+# step stay in L2 and numpy's per-call cost (~40 calls a step) is shared by many rows
+CHUNK_ROWS = 1024
+
+
+# --- the vanilla fast path ---
+
+def as_vanilla(p: Problem, names) -> rnn.Problem | None:
+    """The v1 problem when gradcheck.py's fast path takes this one (vanilla cell, one
+    sequence, an output layer, only v1's parameters), else None."""
+    w = p.weights
+    if p.cell != "rnn" or p.batched or p.layer or w.U is None or w.h_init.ndim != 1 \
+            or not set(names) <= set(rnn.PARAMETERS):
+        return None
+    scored = np.ones(p.T, dtype=bool) if p.scored is None else p.scored
+    return rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
+                       p.hidden_activation, p.output_activation, p.inputs, p.tokens,
+                       p.targets, scored, p.loss, "mean" if p.reduction == "mean" else "sum")
+
+
+# --- the base model, time-major ---
+
+def _time_major(x, batched: bool, feature: bool = True) -> np.ndarray:
+    """(B ×) T (× F) as a contiguous T × B (× F)."""
+    if not batched:
+        x = x[None]
+    return np.ascontiguousarray(np.moveaxis(x, 1, 0))
+
+
+class _Base:
+    """The base trajectory and what every perturbed run shares, T × B × … whether the
+    problem is batched or not."""
+
+    def __init__(self, p: Problem, cache: sequence.Cache):
+        w = p.weights
+        T, B, H = p.T, p.B, p.H
+        self.p, self.cache, self.B, self.H = p, cache, B, H
+        self.cell = CELLS[p.cell]
+        self.GH = w.W.shape[0]
+        tm = lambda x: _time_major(x, p.batched)                      # noqa: E731
+        self.h = tm(cache.h)
+        init = [np.broadcast_to(w.h_init, (B, H))]
+        s = self.h
+        if p.cell == "lstm":
+            c_init = np.zeros(H) if w.c_init is None else w.c_init
+            init.append(np.broadcast_to(c_init, (B, H)))
+            s = np.concatenate([self.h, tm(cache.c)], axis=-1)
+        self.s_prev = np.concatenate([np.concatenate(init, axis=-1)[None], s[:-1]])  # T × B × S
+        self.S = self.s_prev.shape[-1]
+        b_hn = w.b_hn if w.b_hn is not None else np.zeros(H)
+        self.step = StepParams(w.W, p.hidden_activation, p.gru_reset, b_hn)
+        self.VT = np.ascontiguousarray(w.V.T)
+        if p.tokens is not None:
+            self.tokens = tm(p.tokens)                                 # T × B
+            self.xd = self.VT[self.tokens] + w.b_h
+        else:
+            self.x = tm(p.inputs)                                      # T × B × D
+            self.xd = (self.x.reshape(T * B, -1) @ self.VT).reshape(T, B, -1) + w.b_h
+        self.scale = p.loss_scale()
+        if p.layer:
+            self.up = tm(p.upstream)
+            self.scored = np.ones((T, B), dtype=bool)
+            active = np.any(self.up != 0, axis=(1, 2))
+        else:
+            self.scored = np.ones((T, B), dtype=bool) if p.scored is None else tm(p.scored)
+            self.y, self.z = tm(p.targets), tm(cache.z)
+            self.UT = np.ascontiguousarray(w.U.T)
+            self.L = rnn.step_losses(p.loss, p.output_activation, self.z, self.y)
+            active = self.scored.any(axis=1)
+        self.all_scored = bool(self.scored.all())
+        self.active = active
+        self.last = int(np.flatnonzero(active)[-1]) if active.any() else -1
+        self.loss_size = self.scale * float(np.abs(cache.step_losses).sum())
+
+    def first_input(self) -> np.ndarray:
+        """Per input j, the first step with x_t[j] ≠ 0 in any sequence (T: never)."""
+        T = len(self.xd)
+        if self.p.tokens is None:
+            return gc.first_nonzero(np.any(self.x != 0, axis=1))
+        first = np.full(self.p.D, T)
+        np.minimum.at(first, self.tokens.ravel(), np.repeat(np.arange(T), self.B))
+        return first
+
+    def first_hidden(self) -> np.ndarray:
+        """Per hidden unit j, the first step with h_{t−1}[j] ≠ 0 in any sequence."""
+        return gc.first_nonzero(np.any(self.s_prev[:, :, :self.H] != 0, axis=1))
+
+
+# --- the rank-one recurrence ---
+
+@dataclass
+class _Items:
+    """Perturbed models of one parameter, sorted by the step they join at."""
+    start: np.ndarray        # first step the perturbation reaches
+    seq: np.ndarray | None   # the one sequence each perturbs (None: all B, shared)
+    i: np.ndarray            # the drive row it kicks (V, W, b_h) or the state entry (inits)
+    j: np.ndarray            # the input or hidden unit it reads (V, W, inputs)
+    delta: np.ndarray        # its step s (real or imaginary)
+    index: np.ndarray = field(default=None)   # its position in the caller's items × steps
+
+
+def element_items(base: _Base, name: str, flat: np.ndarray, steps: np.ndarray) -> _Items:
+    """One model per flat index of `name` and step: where it joins and what it kicks."""
+    p, H, B = base.p, base.H, base.B
+    zero = np.zeros(len(flat), dtype=np.int64)
+    seq = None
+    if name == "V":
+        i, j = np.divmod(flat, p.D)
+        start = base.first_input()[j]
+    elif name == "W":
+        i, j = np.divmod(flat, H)
+        start = base.first_hidden()[j]
+    elif name == "b_h":
+        i, j, start = flat, zero, zero
+    elif name in INITS:
+        seq, i = np.divmod(flat, H)
+        if getattr(p.weights, name).ndim == 1:
+            seq = None
+        i, j, start = i + (H if name == "c_init" else 0), zero, zero
+    else:                                                  # inputs: (b,) t, j
+        shape = (B, p.T, p.D)
+        seq, start, j = np.unravel_index(flat, shape)
+        i = zero
+    K = len(steps)
+    rep = lambda a: None if a is None else np.repeat(a, K)            # noqa: E731
+    items = _Items(rep(start), rep(seq), rep(i), rep(j), np.tile(steps, len(flat)),
+                   np.arange(len(flat) * K))
+    order = np.argsort(items.start, kind="stable")
+    order = order[items.start[order] <= base.last]         # the others leave L unchanged
+    return _Items(*(None if a is None else a[order] for a in
+                    (items.start, items.seq, items.i, items.j, items.delta, items.index)))
+
+
+def recurrent_losses(base: _Base, name: str, items: _Items) -> np.ndarray:
+    """Σ_t ΔL_t of every model in `items`, in chunks of about CHUNK_ROWS rows."""
+    R = base.B if items.seq is None else 1
+    per_chunk = max(1, CHUNK_ROWS // R)
+    out = np.zeros(len(items.delta), dtype=items.delta.dtype)
+    buffers = _Buffers(base, min(per_chunk, len(out)) * R, items.delta.dtype)
+    for lo in range(0, len(out), per_chunk):
+        part = slice(lo, lo + per_chunk)
+        chunk = _Items(items.start[part], None if items.seq is None else items.seq[part],
+                       items.i[part], items.j[part], items.delta[part])
+        out[part] = _run(base, name, chunk, R, buffers)
+    return out
+
+
+class _Buffers:
+    """Arrays one chunk's steps write into, reused by every step and chunk."""
+
+    def __init__(self, base: _Base, rows: int, dtype):
+        self.s = np.empty((rows, base.S), dtype=dtype)
+        self.xd = np.empty((rows, base.GH), dtype=dtype)
+        self.dh = np.empty((rows, base.H), dtype=dtype)
+        self.z = None if base.p.layer else np.empty((rows, base.p.N), dtype=dtype)
+
+
+def _run(base: _Base, name: str, it: _Items, R: int, buf: _Buffers) -> np.ndarray:
+    """Σ_t ΔL_t of the models of one chunk: model m is rows m·R … m·R + R − 1, one per
+    sequence it perturbs; it joins at step it.start[m] with the base state."""
+    n_all = len(it.delta)
+    rows = n_all * R
+    shared = R == base.B
+    row_seq = np.tile(np.arange(base.B), n_all) if shared else it.seq
+    r_i, r_j, r_d = (np.repeat(a, R) for a in (it.i, it.j, it.delta))
+    s, xd = buf.s[:rows], buf.xd[:rows]
+    s_flat, xd_flat = s.reshape(-1), xd.reshape(-1)
+    kick_at = np.arange(rows) * base.GH + r_i               # drive entry each row kicks
+    read_at = np.arange(rows) * base.S + r_j                # W: the state entry it reads
+    total = np.zeros(n_all, dtype=it.delta.dtype)
+    joined = 0
+    for t in range(int(it.start[0]), base.last + 1):
+        n = int(np.searchsorted(it.start, t, side="right"))
+        r = n * R
+        if r > joined:                                      # models joining: the base state
+            s[joined:r] = base.s_prev[t][row_seq[joined:r]]
+            if name in INITS:
+                s[np.arange(joined, r), r_i[joined:r]] += r_d[joined:r]
+        if shared:
+            xd[:r].reshape(n, R, base.GH)[...] = base.xd[t]
+        else:
+            xd[:r] = base.xd[t][row_seq[:r]]
+        if name == "inputs":                                 # x_t of the rows joining now
+            lo = int(np.searchsorted(it.start, t, side="left")) * R
+            xd[lo:r] += r_d[lo:r, None] * base.VT[r_j[lo:r]]
+        elif name == "W":
+            xd_flat[kick_at[:r]] += r_d[:r] * s_flat[read_at[:r]]
+        elif name == "V":
+            xd_flat[kick_at[:r]] += r_d[:r] * _input_at(base, t, row_seq[:r], r_j[:r])
+        elif name == "b_h":
+            xd_flat[kick_at[:r]] += r_d[:r]
+        joined = r
+        s_t, _ = base.cell.step_forward(xd[:r], s[:r], base.step)
+        if base.active[t]:
+            total[:n] += _loss_change(base, t, s_t, n, R, shared, row_seq[:r], buf)
+        s[:r] = s_t
+    return total * base.scale
+
+
+def _input_at(base: _Base, t: int, seq, j):
+    """x_t[j] of each row's sequence."""
+    if base.p.tokens is not None:
+        return base.tokens[t][seq] == j
+    return base.x[t][seq, j]
+
+
+def _loss_change(base: _Base, t, s_t, n, R, shared, seq, buf) -> np.ndarray:
+    """Σ over each model's rows of L_t(perturbed) − L_t(base) (unscaled), from
+    Δh_t = h_t − h_t(base)."""
+    H = base.H
+    r = n * R
+
+    def of_rows(a):                        # a base T × B × F array at t, against n × R × F
+        return a[t] if shared else a[t][seq][:, None]
+    dh = buf.dh[:r].reshape(n, R, H)
+    np.subtract(s_t[:, :H].reshape(n, R, H), of_rows(base.h), out=dh)
+    if base.p.layer:
+        return np.einsum("nrh,nrh->n", dh, np.broadcast_to(of_rows(base.up), dh.shape))
+    z = buf.z[:r].reshape(n, R, -1)
+    np.matmul(dh, base.UT, out=z)
+    z += of_rows(base.z)
+    change = rnn.step_losses(base.p.loss, base.p.output_activation, z, of_rows(base.y))
+    change -= of_rows(base.L)
+    if not base.all_scored:
+        change *= of_rows(base.scored)
+    return change.sum(axis=1)
+
+
+# --- perturbed copies through the engine's own forward pass ---
+
+def _is_copy(p: Problem, name: str, flat: np.ndarray) -> np.ndarray:
+    """Per flat index: True where the perturbation acts inside the cell's r ⊙ (…)."""
+    if name == "b_hn":
+        return np.ones(len(flat), dtype=bool)
+    if name == "W" and p.cell == "gru":
+        return flat // p.H >= 2 * p.H
+    return np.zeros(len(flat), dtype=bool)
+
+
+def copies_losses(base: _Base, name: str, changes: np.ndarray) -> np.ndarray:
+    """Σ_t ΔL_t for θ + changes[k] (changes: P × shape, real or complex), in chunks."""
+    p = base.p
+    theta = _parameter(p, name)
+    size = _copies_chunk(p, theta.size)
+    out = []
+    for lo in range(0, len(changes), size):
+        d = changes[lo:lo + size]
+        if name in OUTPUT_PATH:
+            out.append(_output_changes(base, name, d))
+            continue
+        c = sequence.forward(p, {name: theta[None] + d})
+        if p.layer:
+            dh = np.moveaxis(c.h - base.cache.h, 0, -1)                # (B ×) T × H × P
+            up = p.upstream[..., None]
+            out.append((dh * up).reshape(-1, len(d)).sum(axis=0))
+        else:
+            per_step = c.step_losses - base.cache.step_losses
+            out.append(per_step.reshape(len(d), -1).sum(axis=1) * base.scale)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _output_changes(base: _Base, name: str, d: np.ndarray) -> np.ndarray:
+    """Σ_t ΔL_t for U + d[k] or b_y + d[k], on the base hidden states."""
+    if name == "U":
+        dz = np.einsum("tbh,pnh->ptbn", base.h, d)
+    else:
+        dz = np.broadcast_to(d[:, None, None, :], (len(d), *base.z.shape))
+    L = rnn.step_losses(base.p.loss, base.p.output_activation, base.z + dz, base.y) - base.L
+    if not base.all_scored:
+        L = L * base.scored
+    return L.reshape(len(d), -1).sum(axis=1) * base.scale
+
+
+def _copies_chunk(p: Problem, size: int) -> int:
+    """Models per forward pass: each one's parameter copy and the pass's per-step arrays
+    (the cell's caches, about 3·G·H + 8·H numbers per row and step, and the outputs)."""
+    per_model = size + p.T * p.B * (3 * p.G * p.H + 8 * p.H + 3 * (p.N or 0))
+    return max(1, min(gc.CHUNK_ITEMS, gc.CHUNK_BYTES // (16 * per_model)))
+
+
+def _parameter(p: Problem, name: str) -> np.ndarray:
+    return p.inputs if name == "inputs" else getattr(p.weights, name)
+
+
+def _unit_changes(shape, flat: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """s·e_k for every flat index k and step s: (len(flat)·len(steps)) × shape."""
+    K = len(steps)
+    d = np.zeros((len(flat) * K, int(np.prod(shape))), dtype=steps.dtype)
+    d[np.arange(len(d)), np.repeat(flat, K)] = np.tile(steps, len(flat))
+    return d.reshape(-1, *shape)
+
+
+# --- the output layer: gradcheck.element_losses on the B·T steps as one sequence ---
+
+def _output_losses(base: _Base, name: str, flat: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    p, w = base.p, base.p.weights
+    N, H = p.N, p.H
+    steps_as_one = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
+                               output_activation=p.output_activation,
+                               targets=base.y.reshape(-1, N), scored=base.scored.reshape(-1),
+                               loss=p.loss, reduction="sum")      # the scale applied below
+    yhat = _time_major(base.cache.yhat, p.batched).reshape(-1, N)
+    cache = rnn.Cache(steps_as_one, None, base.h.reshape(-1, H), base.z.reshape(-1, N), yhat)
+    return gc.element_losses(steps_as_one, name, flat, steps, cache) * base.scale
+
+
+# --- the loss changes of one parameter ---
+
+def element_losses(base: _Base, name: str, flat: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """L(θ + s·e_k) − L(θ) for every flat index k of `name` and step s: items × steps."""
+    if name in OUTPUT_PATH:
+        return _output_losses(base, name, flat, steps)
+    K = len(steps)
+    out = np.zeros(len(flat) * K, dtype=np.result_type(steps, float))
+    copy = _is_copy(base.p, name, flat)
+    if copy.any():
+        shape = _parameter(base.p, name).shape
+        where = np.flatnonzero(np.repeat(copy, K))
+        out[where] = copies_losses(base, name, _unit_changes(shape, flat[copy], steps))
+    if not copy.all():
+        rank_one = np.flatnonzero(~copy)
+        items = element_items(base, name, flat[rank_one], steps)
+        into = np.repeat(rank_one * K, K) + np.tile(np.arange(K), len(rank_one))
+        out[into[items.index]] = recurrent_losses(base, name, items)
+    return out.reshape(len(flat), K)
+
+
+def directional_losses(base: _Base, name: str, directions: np.ndarray,
+                       steps: np.ndarray) -> np.ndarray:
+    """L(θ + s·u) − L(θ) for every direction u (rows, flattened) and step s."""
+    shape = _parameter(base.p, name).shape
+    K = len(steps)
+    changes = (np.repeat(directions, K, axis=0) * np.tile(steps, len(directions))[:, None])
+    return copies_losses(base, name, changes.reshape(-1, *shape)).reshape(len(directions), K)
+
+
+# --- the check ---
+
+def gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
+    """Analytic gradients (full BPTT, sequence.backward) against numerical ones. Names in
+    spec.parameters that the problem has no gradient for (U in layer mode, inputs with
+    tokens, c_init but for lstm, b_hn but for gru "after") are skipped."""
+    vanilla = as_vanilla(problem, spec.parameters)
+    if vanilla is not None:
+        return gc.gradcheck(vanilla, spec)
+    eps = spec.step
+    with np.errstate(all="ignore"):
+        cache = sequence.forward(problem)
+        grads, _ = sequence.backward(cache, diagnostics=False)
+    if not (np.isfinite(cache.loss) and all(np.isfinite(g).all() for g in grads.values())):
+        raise gc.NonFiniteLoss(None)
+    base = _Base(problem, cache)
+    steps = gc.offsets(spec.method, eps)
+    report = gc.Report(True, spec.method, spec.mode, eps, spec.rtol, spec.atol,
+                       spec.samples if spec.mode != "full" else None,
+                       spec.seed if spec.mode != "full" else None, evaluations=1)
+    for name in (n for n in spec.parameters if n in grads):
+        which, analytic, index = gc._items(spec, name, grads[name])
+        with np.errstate(all="ignore"):
+            losses = (directional_losses if spec.mode == "directional" else element_losses)(
+                base, name, which, steps)
+            numerical = gc.combine(spec.method, eps, losses, analytic, base.loss_size)
+        report.evaluations += losses.size
+        if not np.all(np.isfinite(numerical.values)):
+            raise gc.NonFiniteLoss(name)
+        report.parameters[name] = gc.summarise(analytic, numerical, index, spec)
+        report.passed &= report.parameters[name].passed
+    if spec.method == "taylor":
+        orders = [r.convergence_order for r in report.parameters.values()
+                  if r.convergence_order is not None]
+        report.convergence_order = float(np.median(orders)) if orders else None
+    return report
