@@ -109,12 +109,32 @@ class _Base:
             self.scored = np.ones((T, B), dtype=bool) if p.scored is None else tm(p.scored)
             self.y, self.z = tm(p.targets), tm(cache.z)
             self.UT = np.ascontiguousarray(w.U.T)
-            self.L = rnn.step_losses(p.loss, p.output_activation, self.z, self.y)
+            self.steps_as_one, self.steps_cache = self._as_one_sequence()
             active = self.scored.any(axis=1)
         self.all_scored = bool(self.scored.all())
         self.active = active
         self.last = int(np.flatnonzero(active)[-1]) if active.any() else -1
         self.loss_size = self.scale * float(np.abs(cache.step_losses).sum())
+
+    def _as_one_sequence(self):
+        """The output layer over the T·B steps (index t·B + b) as one v1 sequence, for
+        gradcheck's exact loss changes (reduction sum: the scale is applied by the caller)."""
+        p, w = self.p, self.p.weights
+        N, H = p.N, p.H
+        one = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
+                          output_activation=p.output_activation, targets=self.y.reshape(-1, N),
+                          scored=self.scored.reshape(-1), loss=p.loss, reduction="sum")
+        yhat = _time_major(self.cache.yhat, p.batched).reshape(-1, N)
+        return one, rnn.Cache(one, None, self.h.reshape(-1, H), self.z.reshape(-1, N), yhat)
+
+    def loss_change(self, index, dz):
+        """L_t(z + dz) − L_t(z) at flat steps `index` (S) for dz S × M × N, unscored steps
+        0, unscaled: gradcheck's exact differences (log Σ ŷ e^Δz − y·Δz, …), no L_t
+        subtracted from another."""
+        change = gc.loss_change(self.steps_as_one, self.steps_cache, index, dz)
+        if not self.all_scored:
+            change *= self.steps_as_one.scored[index][:, None]
+        return change
 
     def first_input(self) -> np.ndarray:
         """Per input j, the first step with x_t[j] ≠ 0 in any sequence (T: never)."""
@@ -250,24 +270,20 @@ def _input_at(base: _Base, t: int, seq, j):
 
 def _loss_change(base: _Base, t, s_t, n, R, shared, seq, buf) -> np.ndarray:
     """Σ over each model's rows of L_t(perturbed) − L_t(base) (unscaled), from
-    Δh_t = h_t − h_t(base)."""
+    Δh_t = h_t − h_t(base): ⟨upstream_t, Δh_t⟩, or the loss change for Δz_t = Δh_t Uᵀ."""
     H = base.H
     r = n * R
-
-    def of_rows(a):                        # a base T × B × F array at t, against n × R × F
-        return a[t] if shared else a[t][seq][:, None]
     dh = buf.dh[:r].reshape(n, R, H)
-    np.subtract(s_t[:, :H].reshape(n, R, H), of_rows(base.h), out=dh)
+    base_h = base.h[t] if shared else base.h[t][seq][:, None]
+    np.subtract(s_t[:, :H].reshape(n, R, H), base_h, out=dh)
     if base.p.layer:
-        return np.einsum("nrh,nrh->n", dh, np.broadcast_to(of_rows(base.up), dh.shape))
-    z = buf.z[:r].reshape(n, R, -1)
-    np.matmul(dh, base.UT, out=z)
-    z += of_rows(base.z)
-    change = rnn.step_losses(base.p.loss, base.p.output_activation, z, of_rows(base.y))
-    change -= of_rows(base.L)
-    if not base.all_scored:
-        change *= of_rows(base.scored)
-    return change.sum(axis=1)
+        up = base.up[t] if shared else base.up[t][seq][:, None]
+        return np.einsum("nrh,nrh->n", dh, np.broadcast_to(up, dh.shape))
+    dz = buf.z[:r].reshape(n, R, -1)
+    np.matmul(dh, base.UT, out=dz)
+    if shared:                                    # sequences × models
+        return base.loss_change(t * base.B + np.arange(base.B), dz.transpose(1, 0, 2)).sum(axis=0)
+    return base.loss_change(t * base.B + seq, dz)[:, 0]
 
 
 # --- perturbed copies through the engine's own forward pass ---
@@ -304,21 +320,22 @@ def copies_losses(base: _Base, name: str, changes: np.ndarray) -> np.ndarray:
 
 
 def _output_changes(base: _Base, name: str, d: np.ndarray) -> np.ndarray:
-    """Σ_t ΔL_t for U + d[k] or b_y + d[k], on the base hidden states."""
+    """Σ_t ΔL_t for U + d[k] or b_y + d[k] on the base hidden states (only z moves)."""
     if name == "U":
-        dz = np.einsum("tbh,pnh->ptbn", base.h, d)
+        dz = np.einsum("sh,pnh->spn", base.h.reshape(-1, base.H), d)
     else:
-        dz = np.broadcast_to(d[:, None, None, :], (len(d), *base.z.shape))
-    L = rnn.step_losses(base.p.loss, base.p.output_activation, base.z + dz, base.y) - base.L
-    if not base.all_scored:
-        L = L * base.scored
-    return L.reshape(len(d), -1).sum(axis=1) * base.scale
+        dz = np.broadcast_to(d[None], (base.z.shape[0] * base.B, *d.shape))
+    return base.loss_change(np.arange(len(dz)), dz).sum(axis=0) * base.scale
 
 
 def _copies_chunk(p: Problem, size: int) -> int:
+    return _copies_chunk_of(p.T, p.B, p.G, p.H, p.N or 0, size)
+
+
+def _copies_chunk_of(T: int, B: int, G: int, H: int, N: int, size: int) -> int:
     """Models per forward pass: each one's parameter copy and the pass's per-step arrays
     (the cell's caches, about 3·G·H + 8·H numbers per row and step, and the outputs)."""
-    per_model = size + p.T * p.B * (3 * p.G * p.H + 8 * p.H + 3 * (p.N or 0))
+    per_model = size + T * B * (3 * G * H + 8 * H + 3 * N)
     return max(1, min(gc.CHUNK_ITEMS, gc.CHUNK_BYTES // (16 * per_model)))
 
 
@@ -334,18 +351,10 @@ def _unit_changes(shape, flat: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return d.reshape(-1, *shape)
 
 
-# --- the output layer: gradcheck.element_losses on the B·T steps as one sequence ---
+# --- the output layer: gradcheck.element_losses on the T·B steps as one sequence ---
 
 def _output_losses(base: _Base, name: str, flat: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    p, w = base.p, base.p.weights
-    N, H = p.N, p.H
-    steps_as_one = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
-                               output_activation=p.output_activation,
-                               targets=base.y.reshape(-1, N), scored=base.scored.reshape(-1),
-                               loss=p.loss, reduction="sum")      # the scale applied below
-    yhat = _time_major(base.cache.yhat, p.batched).reshape(-1, N)
-    cache = rnn.Cache(steps_as_one, None, base.h.reshape(-1, H), base.z.reshape(-1, N), yhat)
-    return gc.element_losses(steps_as_one, name, flat, steps, cache) * base.scale
+    return gc.element_losses(base.steps_as_one, name, flat, steps, base.steps_cache) * base.scale
 
 
 # --- the loss changes of one parameter ---
@@ -414,3 +423,122 @@ def gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
                   if r.convergence_order is not None]
         report.convergence_order = float(np.median(orders)) if orders else None
     return report
+
+
+# --- the work budget: estimated before any work, from the sizes only ---
+
+# In gradcheck.py's units (multiply-adds of a GEMM, ~0.1 ns each at most on this machine).
+# A row of the perturbed recurrence costs per step the cell's GEMM (G·H·H) plus CELL per gate
+# unit (its numpy elementwise work: the lstm's sigmoids cost ~45 ns per unit, tanh ~15 ns) plus
+# ROW per number of state and drive the loop copies; perturbed copies through
+# sequence.forward run their per-model GEMMs COPIES times slower than one shared GEMM.
+CELL = {"rnn": 200.0, "lstm": 450.0, "gru": 450.0}
+ROW = 20.0
+COPIES = 8.0
+
+
+@dataclass(frozen=True)
+class CellSizes:
+    T: int              # steps run: up to the last step with a loss
+    S: int              # scored (step, sequence) pairs
+    B: int
+    H: int
+    D: int
+    N: int              # 0 without an output layer
+    G: int
+    cell: str
+    dense: bool
+    layer: bool
+    v_steps: float      # mean steps a perturbation of V runs (from the first x_t[j] ≠ 0)
+    sizes: tuple        # (name, elements) of every parameter with a gradient
+    per_sequence: tuple  # parameters whose elements each perturb one sequence
+    copies: tuple       # (name, elements run as perturbed copies in full mode)
+    base: float         # forward and backward of the problem
+    every_output: bool = False
+    vanilla: gc.Sizes | None = None     # gradcheck.py's sizes when its fast path applies
+
+    @classmethod
+    def of(cls, p: Problem) -> "CellSizes":
+        """Sizes from the problem's shapes, tokens and targets: no forward pass."""
+        w, H, B, G = p.weights, p.H, p.B, p.G
+        if p.layer:
+            active = np.any(_time_major(p.upstream, p.batched) != 0, axis=(1, 2))
+            scored = np.ones((p.T, B), dtype=bool)
+        else:
+            scored = np.ones((p.T, B), dtype=bool) if p.scored is None \
+                else _time_major(p.scored, p.batched)
+            active = scored.any(axis=1)
+        T = int(np.flatnonzero(active)[-1]) + 1 if active.any() else 0
+        sizes = {"V": w.V.size, "W": w.W.size, "b_h": w.b_h.size, "h_init": w.h_init.size}
+        if not p.layer:
+            sizes.update(U=w.U.size, b_y=w.b_y.size)
+        if p.cell == "lstm":
+            sizes["c_init"] = H if w.c_init is None else w.c_init.size
+        if p.cell == "gru" and p.gru_reset == "after":
+            sizes["b_hn"] = H
+        if p.inputs is not None:
+            sizes["inputs"] = p.inputs.size
+        per_sequence = ("inputs",) + tuple(n for n in INITS if n in sizes and sizes[n] > H)
+        copies = (("W", H * H), ("b_hn", H)) if p.cell == "gru" else ()
+        vanilla = as_vanilla(p, rnn.PARAMETERS)
+        return cls(T, int(scored[:T].sum()), B, H, p.D, p.N or 0, G, p.cell,
+                   p.inputs is not None, p.layer, _v_steps(p, T), tuple(sizes.items()),
+                   per_sequence, copies, sequence.estimate_work(p),
+                   p.output_activation == "softmax" and p.loss == "squared_error",
+                   None if vanilla is None else gc.Sizes.of(vanilla))
+
+    def size(self, name: str) -> int:
+        return dict(self.sizes).get(name, 0)
+
+    def estimate(self, spec: gc.CheckSpec) -> tuple[float, int]:
+        """(work, evaluations) of a check; gradcheck.estimate hands CellSizes here."""
+        if self.vanilla is not None and set(spec.parameters) <= set(rnn.PARAMETERS):
+            return gc.estimate(self.vanilla, spec)
+        work, evaluations = self.base, 1
+        per_item = gc.evaluations_per_item(spec.method)
+        factor = gc.COMPLEX if spec.method == "complex_step" else 1.0
+        for name in spec.parameters:
+            n = gc.items(self, name, spec.mode, spec.samples) if self.size(name) else 0
+            copies = n if spec.mode == "directional" or name in OUTPUT_PATH else \
+                round(n * dict(self.copies).get(name, 0) / max(self.size(name), 1))
+            evaluations += n * per_item
+            for k, path in ((copies, "copies"), (n - copies, "rank-one")):
+                k *= per_item
+                work += k * factor * self.evaluation_cost(name, path)
+                work += -(-k // self.chunk(name, path)) * self.T * gc.STEP_OVERHEAD
+        return work, evaluations
+
+    def evaluation_cost(self, name: str, path: str) -> float:
+        """Work of one perturbed loss on `path` (copies or rank-one)."""
+        step = self.G * self.H * self.H + CELL[self.cell] * self.G * self.H
+        head = self.H if self.layer else self.N * self.H + gc.ELEMENTWISE * self.N
+        if name in OUTPUT_PATH:
+            if path == "copies":                    # directional: z on the base states
+                return 3.0 * self.S * head + self.size(name)
+            return self.S * (gc.ELEMENTWISE * self.N if self.every_output else gc.OUTPUT)
+        if path == "copies":
+            drive = self.T * self.B * self.G * self.H * (self.D if self.dense else 1)
+            return COPIES * self.T * self.B * step + self.S * head + drive + self.size(name)
+        rows = 1 if name in self.per_sequence else self.B
+        steps = {"V": self.v_steps, "inputs": (self.T + 1) / 2}.get(name, self.T)
+        row = step + ROW * (self.G * self.H + 2 * self.H)
+        return rows * steps * row + self.S * head * (steps / max(self.T, 1)) * rows / self.B
+
+    def chunk(self, name: str, path: str) -> int:
+        """Models per chunk (their rows share each step's numpy calls)."""
+        if path == "copies":
+            return _copies_chunk_of(self.T, self.B, self.G, self.H, self.N, self.size(name))
+        return max(1, CHUNK_ROWS // (1 if name in self.per_sequence else self.B))
+
+
+def _v_steps(p: Problem, T: int) -> float:
+    """Mean over the inputs j of the steps from the first x_t[j] ≠ 0 to T."""
+    if T == 0:
+        return 0.0
+    if p.tokens is not None:
+        first = np.full(p.D, T)
+        tok = _time_major(p.tokens, p.batched)[:T]
+        np.minimum.at(first, tok.ravel(), np.repeat(np.arange(T), p.B))
+    else:
+        first = gc.first_nonzero(np.any(_time_major(p.inputs, p.batched)[:T] != 0, axis=1))
+    return float(np.mean(T - first))
