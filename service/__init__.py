@@ -15,9 +15,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
 
     errors.register(app)
-    from . import observability
+    from . import auth, observability
     from .api import compute, docs, gradcheck, grade, health
     observability.init_app(app)          # request ids, access log, metrics
+    auth.init_app(app)                   # API keys (RNN_API_KEYS_FILE), after the request id
     for module in (health, compute, grade, gradcheck, docs):
         app.register_blueprint(module.bp)
     return app

@@ -16,12 +16,16 @@ SETTINGS = {
     "RNN_MAX_WORK": ("MAX_WORK", float, 2e10),
     "RNN_GRADCHECK_MAX_WORK": ("GRADCHECK_MAX_WORK", float, 4e10),
 }
+# a JSON list of {"name", "sha256", "scopes"} (service/keys.py); unset or empty: the service is
+# open. Not in SETTINGS, whose entries are the numeric limits.
+KEYS_FILE_VAR = "RNN_API_KEYS_FILE"
 
 
 def from_env(env=os.environ) -> dict:
     config = {}
     for var, (key, kind, default) in SETTINGS.items():
         config[key] = kind(env[var]) if env.get(var) else default
+    config["API_KEYS_FILE"] = env.get(KEYS_FILE_VAR) or None
     return config
 
 

@@ -32,10 +32,17 @@ COMPUTE = Histogram("rnn_compute_seconds",
 # One histogram of the estimated work rather than one per size (T, H, D, N): the unit of the
 # budgets (RNN_MAX_WORK), and one observation a request instead of four (~5 µs each in
 # multiprocess mode). The sizes themselves are on every access line.
+# Requests by API key name (RNN_API_KEYS_FILE; "anonymous" when the service is open or no valid
+# key was sent): a counter of its own, so that the series of the two metrics above keep their
+# labels. The names come from the keys file, a bounded set; never the key or the header.
+KEY_REQUESTS = Counter("rnn_http_requests_by_key_total",
+                       "HTTP requests answered, by the name of the API key that sent them",
+                       ("key", "endpoint", "status"))
 PROBLEM_WORK = Histogram("rnn_problem_work", "Estimated multiply-adds of validated requests "
                          "(the unit of RNN_MAX_WORK and RNN_GRADCHECK_MAX_WORK)",
                          ("endpoint",), buckets=WORK_BUCKETS)
 
+ANONYMOUS = "anonymous"
 bp = Blueprint("observability", __name__)
 log = logging.getLogger("service.access")
 
@@ -137,9 +144,10 @@ def _children(key: tuple, make) -> tuple:
     return found
 
 
-def _http_children(method: str, endpoint: str, status: str) -> tuple:
-    return _children(("http", method, endpoint, status), lambda: (
-        REQUESTS.labels(method, endpoint, status), LATENCY.labels(method, endpoint, status)))
+def _http_children(method: str, endpoint: str, status: str, key: str) -> tuple:
+    return _children(("http", method, endpoint, status, key), lambda: (
+        REQUESTS.labels(method, endpoint, status), LATENCY.labels(method, endpoint, status),
+        KEY_REQUESTS.labels(key, endpoint, status)))
 
 
 def _compute_children(endpoint: str, status: str) -> tuple:
@@ -170,8 +178,10 @@ def _record(response):
     response.headers["X-Request-ID"] = rid
     started = getattr(ctx, "request_started", now)
     endpoint, status, method = _endpoint(req), response.status_code, req.method
-    requests_total, latency = _http_children(method, endpoint, str(status))
+    key = getattr(ctx, "key_name", ANONYMOUS)       # set by service/auth.py: a name, never a key
+    requests_total, latency, by_key = _http_children(method, endpoint, str(status), key)
     requests_total.inc()
+    by_key.inc()
     latency.observe(now - started)
     sizes = getattr(ctx, "sizes", None)
     work = getattr(ctx, "work", None)
@@ -183,7 +193,7 @@ def _record(response):
     line = {"ts": round(time.time(), 3), "request_id": rid,
             "method": method, "endpoint": endpoint, "path": req.path, "status": status,
             "duration_ms": round((now - started) * 1000, 3),
-            "bytes_in": req.content_length, "pid": os.getpid()}
+            "bytes_in": req.content_length, "pid": os.getpid(), "key": key}
     if sizes:
         line.update(sizes)
         if work is not None:
