@@ -308,7 +308,10 @@ def copies_losses(base: _Base, name: str, changes: np.ndarray) -> np.ndarray:
         if name in OUTPUT_PATH:
             out.append(_output_changes(base, name, d))
             continue
-        c = sequence.forward(p, {name: theta[None] + d})
+        params = {name: theta[None] + d}
+        if name == "b_h":      # sequence.forward adds a P-axis b_h in place to a drive without
+            params["V"] = np.broadcast_to(p.weights.V, (len(d), *p.weights.V.shape))  # P: a P-axis V gives it one
+        c = sequence.forward(p, params)
         if p.layer:
             dh = np.moveaxis(c.h - base.cache.h, 0, -1)                # (B ×) T × H × P
             up = p.upstream[..., None]
@@ -431,10 +434,14 @@ def gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
 # A row of the perturbed recurrence costs per step the cell's GEMM (G·H·H) plus CELL per gate
 # unit (its numpy elementwise work: the lstm's sigmoids cost ~45 ns per unit, tanh ~15 ns) plus
 # ROW per number of state and drive the loop copies; perturbed copies through
-# sequence.forward run their per-model GEMMs COPIES times slower than one shared GEMM.
+# sequence.forward run their per-model GEMMs COPIES times slower than one shared GEMM; a step
+# of one chunk costs STEP_OVERHEAD (~50 numpy calls: the cell's, the loop's, the loss's).
+# Calibrated on this machine (/tmp-style sweep over cells, sizes, methods and modes): the
+# measured time is 0.1-1.3 × work · 0.1 ns, the larger ratios on checks of ~10 ms.
 CELL = {"rnn": 200.0, "lstm": 450.0, "gru": 450.0}
 ROW = 20.0
-COPIES = 8.0
+COPIES = 3.0
+STEP_OVERHEAD = 1.5e6
 
 
 @dataclass(frozen=True)
@@ -505,7 +512,7 @@ class CellSizes:
             for k, path in ((copies, "copies"), (n - copies, "rank-one")):
                 k *= per_item
                 work += k * factor * self.evaluation_cost(name, path)
-                work += -(-k // self.chunk(name, path)) * self.T * gc.STEP_OVERHEAD
+                work += -(-k // self.chunk(name, path)) * self.T * STEP_OVERHEAD
         return work, evaluations
 
     def evaluation_cost(self, name: str, path: str) -> float:
