@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import gradcheck as gc
+from . import gradcheck_kernels as kernels
 from . import rnn, sequence
 from .cells import CELLS, StepParams
 from .problem import Problem
@@ -110,6 +111,9 @@ class _Base:
             self.y, self.z = tm(p.targets), tm(cache.z)
             self.UT = np.ascontiguousarray(w.U.T)
             self.steps_as_one, self.steps_cache = self._as_one_sequence()
+            self.yhat = _time_major(cache.yhat, p.batched)
+            self.loss_code = kernels.LOSSES.get((p.loss, p.output_activation)) if gc.FUSED \
+                else None
             active = self.scored.any(axis=1)
         self.all_scored = bool(self.scored.all())
         self.active = active
@@ -217,6 +221,7 @@ class _Buffers:
         self.xd = np.empty((rows, base.GH), dtype=dtype)
         self.dh = np.empty((rows, base.H), dtype=dtype)
         self.z = None if base.p.layer else np.empty((rows, base.p.N), dtype=dtype)
+        self.direct = np.empty(rows, dtype=np.int64)
 
 
 def _run(base: _Base, name: str, it: _Items, R: int, buf: _Buffers) -> np.ndarray:
@@ -256,7 +261,7 @@ def _run(base: _Base, name: str, it: _Items, R: int, buf: _Buffers) -> np.ndarra
         joined = r
         s_t, _ = base.cell.step_forward(xd[:r], s[:r], base.step)
         if base.active[t]:
-            total[:n] += _loss_change(base, t, s_t, n, R, shared, row_seq[:r], buf)
+            _add_loss_change(base, t, s_t, n, R, shared, row_seq[:r], buf, total)
         s[:r] = s_t
     return total * base.scale
 
@@ -268,8 +273,8 @@ def _input_at(base: _Base, t: int, seq, j):
     return base.x[t][seq, j]
 
 
-def _loss_change(base: _Base, t, s_t, n, R, shared, seq, buf) -> np.ndarray:
-    """Σ over each model's rows of L_t(perturbed) − L_t(base) (unscaled), from
+def _add_loss_change(base: _Base, t, s_t, n, R, shared, seq, buf, total) -> None:
+    """total[:n] += Σ over each model's rows of L_t(perturbed) − L_t(base) (unscaled), from
     Δh_t = h_t − h_t(base): ⟨upstream_t, Δh_t⟩, or the loss change for Δz_t = Δh_t Uᵀ."""
     H = base.H
     r = n * R
@@ -278,12 +283,24 @@ def _loss_change(base: _Base, t, s_t, n, R, shared, seq, buf) -> np.ndarray:
     np.subtract(s_t[:, :H].reshape(n, R, H), base_h, out=dh)
     if base.p.layer:
         up = base.up[t] if shared else base.up[t][seq][:, None]
-        return np.einsum("nrh,nrh->n", dh, np.broadcast_to(up, dh.shape))
-    dz = buf.z[:r].reshape(n, R, -1)
-    np.matmul(dh, base.UT, out=dz)
-    if shared:                                    # sequences × models
-        return base.loss_change(t * base.B + np.arange(base.B), dz.transpose(1, 0, 2)).sum(axis=0)
-    return base.loss_change(t * base.B + seq, dz)[:, 0]
+        total[:n] += np.einsum("nrh,nrh->n", dh, np.broadcast_to(up, dh.shape))
+    elif shared and base.loss_code is not None and total.dtype == np.float64:
+        for b in np.flatnonzero(base.scored[t]):          # gradcheck's compiled loss step
+            dz = buf.z[:n]
+            np.matmul(dh[:, b], base.UT, out=dz)
+            k = kernels.loss_step(base.loss_code, dz, 0, base.yhat[t, b], base.y[t, b], 1.0,
+                                  total[:n], buf.direct)
+            if k:                                          # past its series: numpy
+                rows = buf.direct[:k]
+                total[rows] += base.loss_change(np.array([t * base.B + b]), dz[rows][None])[0]
+    else:
+        dz = buf.z[:r].reshape(n, R, -1)
+        np.matmul(dh, base.UT, out=dz)
+        if shared:                                         # sequences × models
+            index = t * base.B + np.arange(base.B)
+            total[:n] += base.loss_change(index, dz.transpose(1, 0, 2)).sum(axis=0)
+        else:
+            total[:n] += base.loss_change(t * base.B + seq, dz)[:, 0]
 
 
 # --- perturbed copies through the engine's own forward pass ---
