@@ -333,9 +333,10 @@ def copies_losses(base: _Base, name: str, changes: np.ndarray) -> np.ndarray:
             dh = np.moveaxis(c.h - base.cache.h, 0, -1)                # (B ×) T × H × P
             up = p.upstream[..., None]
             out.append((dh * up).reshape(-1, len(d)).sum(axis=0))
-        else:
-            per_step = c.step_losses - base.cache.step_losses
-            out.append(per_step.reshape(len(d), -1).sum(axis=1) * base.scale)
+        else:                                  # Δz_t per step and sequence, exact ΔL_t
+            dz = _time_major(np.moveaxis(c.z - base.cache.z, 0, -2), p.batched)  # T × B × P × N
+            dz = dz.reshape(-1, len(d), p.N)
+            out.append(base.loss_change(np.arange(len(dz)), dz).sum(axis=0) * base.scale)
     return np.concatenate(out) if out else np.zeros(0)
 
 
