@@ -17,8 +17,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.register(app)
     from . import auth, observability
     from .api import compute, docs, gradcheck, grade, health
+    from .api import explore
     observability.init_app(app)          # request ids, access log, metrics
     auth.init_app(app)                   # API keys (RNN_API_KEYS_FILE), after the request id
-    for module in (health, compute, grade, gradcheck, docs):
+    for module in (health, compute, grade, gradcheck, docs, explore):
         app.register_blueprint(module.bp)
     return app
