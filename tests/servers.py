@@ -125,9 +125,15 @@ class Gunicorn:
         self.stop()
 
 
-def local_nginx_conf(upstreams: list[str], port: int, tmp: Path, **overrides) -> str:
-    """deploy/nginx.conf with loopback upstreams and a loopback port; state and logs under tmp."""
+def local_nginx_conf(upstreams: list[str], port: int, tmp: Path, rate_limits: bool = True,
+                     **overrides) -> str:
+    """deploy/nginx.conf with loopback upstreams and a loopback port; state and logs under tmp.
+    rate_limits=False drops the `limit_req` lines (the zones stay defined), for a test that
+    sends a load from one address on purpose and is not about the limits."""
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    if not rate_limits:
+        conf, n = re.subn(r"^\s*limit_req\s+zone=[^;]+;\n", "", conf, flags=re.M)
+        assert n >= 1
     servers = "".join(f"server {u} max_fails=1 fail_timeout=5s;\n        " for u in upstreams)
     conf, n = re.subn(r"server\s+api:8000[^;]*;\s*", servers, conf)
     assert n == 1
@@ -148,13 +154,13 @@ def local_nginx_conf(upstreams: list[str], port: int, tmp: Path, **overrides) ->
 class Nginx:
     """Debian's nginx with deploy/nginx.conf, upstreams and port substituted (no root ports)."""
 
-    def __init__(self, upstreams: list[str], tmp: Path, **overrides):
+    def __init__(self, upstreams: list[str], tmp: Path, rate_limits: bool = True, **overrides):
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
         conf = tmp / "nginx.conf"
-        conf.write_text(local_nginx_conf(upstreams, self.port, tmp, **overrides))
+        conf.write_text(local_nginx_conf(upstreams, self.port, tmp, rate_limits, **overrides))
         check = subprocess.run([binary("nginx"), "-t", "-p", str(tmp), "-e", str(tmp / "error.log"),
                                 "-c", str(conf)], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr

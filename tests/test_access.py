@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import requests
 from service import create_app, keys
 from service.keys import SCOPES, KeysFileError
 
-from servers import ROOT, Gunicorn, free_port
+from servers import ROOT, Gunicorn, Nginx, binary, free_port, report
 from test_live import run_command, stop, wait_until_up
 
 EXAMPLES = ROOT / "examples"
@@ -373,3 +374,84 @@ def test_make_run_with_a_keys_file_refuses_what_it_should(tmp_path, ring):
     for secret in (*ring.keys.values(), "Bearer"):
         assert secret not in text and secret not in metrics
     assert 'key="grader"' in metrics and 'key="student",status="403"' in metrics
+
+
+# --- rate limits in deploy/nginx.conf, through the real nginx ------------------------------------------
+
+NGINX_CONF = (ROOT / "deploy" / "nginx.conf").read_text()
+needs_nginx = pytest.mark.skipif(binary("nginx") is None, reason="make system-deps installs nginx")
+
+
+def rate_limits() -> dict:
+    """{zone: (key, rate per second, burst)} from deploy/nginx.conf."""
+    zones = {zone: (key, int(rate)) for key, zone, rate in re.findall(
+        r"^\s*limit_req_zone\s+(\$\w+)\s+zone=(\w+):\w+\s+rate=(\d+)r/s;", NGINX_CONF, re.M)}
+    bursts = dict(re.findall(r"^\s*limit_req\s+zone=(\w+)\s+burst=(\d+)\s+nodelay;", NGINX_CONF, re.M))
+    assert zones and set(zones) == set(bursts)
+    return {zone: (key, rate, int(bursts[zone])) for zone, (key, rate) in zones.items()}
+
+
+def test_nginx_limits_per_key_else_per_address_and_answers_429_problem_json():
+    limits = rate_limits()
+    assert limits["per_key"][0] == "$rate_key" and limits["per_addr"][0] == "$binary_remote_addr"
+    mapping = re.search(r"map \$http_authorization \$rate_key \{(.*?)\}", NGINX_CONF, re.S).group(1)
+    assert re.search(r"default\s+\$http_authorization;", mapping)
+    assert re.search(r'""\s+\$binary_remote_addr;', mapping)
+    assert re.search(r"^\s*limit_req_status 429;", NGINX_CONF, re.M)
+    assert re.search(r"^\s*error_page 429 @rate_limited;", NGINX_CONF, re.M)
+    block = re.search(r"location @rate_limited \{(.*?)\n\s*\}", NGINX_CONF, re.S).group(1)
+    assert re.search(r"add_header Retry-After \d+ always;", block)
+    assert "default_type application/problem+json;" in block
+    problem = json.loads(re.search(r"return 429 '(.*)';", block).group(1))
+    assert problem["status"] == 429 and problem["type"] == "/problems/rate-limited"
+    rate, burst = limits["per_key"][1:]
+    assert f"{rate} requests a second (bursts of {burst})" in problem["detail"]
+    assert "$http_authorization" not in NGINX_CONF.split("log_format", 1)[1].split(";", 1)[0]
+
+
+def test_the_readme_states_the_rate_limits():
+    readme = (ROOT / "README.md").read_text()
+    for zone, (_, rate, burst) in rate_limits().items():
+        assert re.search(rf"{rate} requests a second[^|\n]*burst[^|\n]* {burst}\b", readme), zone
+
+
+def until_429(url: str, headers_for, limit: int):
+    """Sends up to `limit` requests one after the other; the index and response of the first 429."""
+    session = requests.Session()
+    for i in range(limit):
+        r = session.get(url, headers=headers_for(i), timeout=10)
+        if r.status_code == 429:
+            return i, r
+        assert r.status_code == 200, r.text
+    return None, None
+
+
+@needs_nginx
+def test_nginx_answers_over_the_limit_with_429_retry_after_and_problem_json(tmp_path):
+    """One gunicorn behind deploy/nginx.conf, on loopback. A key gets its burst, then 429; another
+    key, and a caller without one, still get through; after Retry-After the first key does too.
+    Invented keys from one address hit the per-address limit. At most ~700 small GETs."""
+    (_, rate, burst), (_, addr_rate, addr_burst) = rate_limits()["per_key"], rate_limits()["per_addr"]
+    with Gunicorn(tmp_path / "g", workers=1) as api, \
+            Nginx([f"127.0.0.1:{api.port}"], tmp_path / "n") as nginx:
+        url = nginx.url + "/healthz"
+        first, r = until_429(url, lambda i: {"Authorization": "Bearer key-a"}, 4 * burst)
+        assert first is not None and first >= burst, first
+        key_first = first
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        problem = r.json()
+        assert problem["status"] == 429 and problem["type"] == "/problems/rate-limited"
+        wait = int(r.headers["Retry-After"])
+        assert 1 <= wait <= 60
+        assert requests.get(url, headers={"Authorization": "Bearer key-b"}, timeout=10).status_code == 200
+        assert requests.get(url, timeout=10).status_code == 200          # per address, no key
+        time.sleep(wait)
+        assert requests.get(url, headers={"Authorization": "Bearer key-a"}, timeout=10).status_code == 200
+        time.sleep(addr_burst / addr_rate)                                # the address's bucket refills
+        first, r = until_429(url, lambda i: {"Authorization": f"Bearer invented-{i}"}, 6 * addr_burst)
+        assert first is not None and first >= addr_burst // 2, first
+        assert r.headers["Retry-After"] and r.json()["status"] == 429
+        report("nginx_rate_limit", per_key_first_429=key_first, per_addr_first_429=first,
+               retry_after=wait)
+        access = (tmp_path / "n" / "access.log").read_text()
+    assert '"status":429' in access and "key-a" not in access and "invented-" not in access
