@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import os
+import random
+import time
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Mapping, Sequence, TypedDict
 
 import requests
 
 DEFAULT_URL = os.environ.get("RNN_URL", "http://127.0.0.1:8000")
+# answers that mean "not now": over a rate limit (nginx), or no replica could answer
+RETRY_STATUSES = frozenset({429, 503})
 
 # The problem object of the contract (model, inputs or tokens, targets, loss, reduction, h_init)
 Problem = Mapping[str, Any]
@@ -91,15 +97,49 @@ class ApiError(Exception):
         super().__init__(f"{status} {self.title}: {self.detail}" + (f" ({where})" if where else ""))
 
 
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
 class Client:
     """One method per endpoint. `timeout` is seconds per request; `session` lets a caller
-    share connections or add headers (X-Request-ID is sent when `request_id` is given)."""
+    share connections or add headers (X-Request-ID is sent when `request_id` is given).
+
+    `api_key` (default: $RNN_API_KEY) is sent as `Authorization: Bearer <key>`.
+
+    Retries: an answer 429 or 503, or a connection that fails (refused, reset, a connect
+    timeout), is tried again up to `retries` times (0: never); every endpoint is a pure
+    computation, so a repeat is safe. The wait before retry n (0, 1, …) is a random time in
+    [½, 1] × min(max_backoff, backoff·2ⁿ) (exponential backoff with jitter), and never less
+    than the answer's Retry-After (seconds or an HTTP-date). A Retry-After longer than
+    `max_backoff` is not waited for: the ApiError is raised at once. A read timeout is not
+    retried (the service may still be computing)."""
 
     def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, api_key: str | None = None,
+                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0):
+        if retries < 0 or backoff < 0 or max_backoff < 0:
+            raise ValueError("retries, backoff and max_backoff must be >= 0")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.api_key = api_key if api_key is not None else (os.environ.get("RNN_API_KEY") or None)
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.sleep = time.sleep          # replaceable, e.g. by a test
 
     # --- the endpoints ---
 
@@ -127,7 +167,7 @@ class Client:
         return self.post("problems", spec)
 
     def health(self) -> dict[str, Any]:
-        return self._answer(self.session.get(f"{self.url}/healthz", timeout=self.timeout))
+        return self._answer(self.request("GET", f"{self.url}/healthz"))
 
     # --- plumbing ---
 
@@ -137,9 +177,40 @@ class Client:
         if request_id:
             headers["X-Request-ID"] = request_id
         kwargs = {"data": body} if isinstance(body, (bytes, bytearray)) else {"json": body}
-        response = self.session.post(f"{self.url}/v1/{endpoint.strip('/')}", headers=headers,
-                                     timeout=self.timeout, **kwargs)
+        response = self.request("POST", f"{self.url}/v1/{endpoint.strip('/')}", headers=headers,
+                                **kwargs)
         return self._answer(response)
+
+    def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
+                **kwargs: Any) -> requests.Response:
+        """One call with the key and the retries (see the class): the last response, or the
+        last connection error raised."""
+        headers = dict(headers or {})
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, url, headers=headers,
+                                                timeout=self.timeout, **kwargs)
+            except requests.ConnectionError:
+                if attempt >= self.retries:
+                    raise
+                delay = self._backoff(attempt)
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    return response
+                asked = retry_after(response.headers.get("Retry-After"))
+                if asked is not None and asked > self.max_backoff:
+                    return response          # longer than the caller allows: the error, now
+                delay = max(asked or 0.0, self._backoff(attempt))
+                response.close()
+            self.sleep(delay)
+            attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.max_backoff, self.backoff * 2 ** attempt)
+        return random.uniform(ceiling / 2, ceiling)
 
     @staticmethod
     def _answer(response: requests.Response) -> Any:

@@ -10,12 +10,17 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
+from rnnclient import ApiError, Client
+from rnnclient.client import retry_after
 from service import create_app, keys
 from service.keys import SCOPES, KeysFileError
 
@@ -365,6 +370,13 @@ def test_make_run_with_a_keys_file_refuses_what_it_should(tmp_path, ring):
             assert call(scope, ring.auth("grader")).status_code == 200, scope
         for path in OPEN_PATHS:
             assert session.get(base + path, timeout=10).status_code == 200, path
+        grader = Client(base, api_key=ring.keys["grader"])
+        problem = grader.problems(seed=3, steps=3)
+        assert grader.gradients(problem)["gradients"]
+        with pytest.raises(ApiError) as refused:
+            Client(base, api_key=ring.keys["student"]).gradients(problem)
+        assert refused.value.status == 403
+        assert Client(base, api_key=ring.keys["student"]).gradcheck(problem)["passed"]
         metrics = session.get(base + "/metrics", timeout=10).text
     finally:
         stop(proc)
@@ -455,3 +467,110 @@ def test_nginx_answers_over_the_limit_with_429_retry_after_and_problem_json(tmp_
                retry_after=wait)
         access = (tmp_path / "n" / "access.log").read_text()
     assert '"status":429' in access and "key-a" not in access and "invented-" not in access
+
+
+# --- rnnclient: the key, and retries honouring Retry-After ---------------------------------------------
+
+class Scripted:
+    """A loopback HTTP server answering POSTs from a script of (status, headers) and then 200,
+    recording when each request arrived and its Authorization header."""
+
+    def __init__(self, script):
+        self.script, self.arrivals, self.auth = list(script), [], []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                owner.arrivals.append(time.monotonic())
+                owner.auth.append(self.headers.get("Authorization"))
+                status, headers = owner.script.pop(0) if owner.script else (200, {})
+                payload = (json.dumps({"status": status, "title": "x", "detail": "scripted"})
+                           if status >= 400 else '{"ok": true}').encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/problem+json" if status >= 400
+                                 else "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def test_client_retries_a_429_after_its_retry_after_seconds():
+    with Scripted([(429, {"Retry-After": "1"})]) as server:
+        started = time.monotonic()
+        assert Client(server.url, api_key="k-1", backoff=0.01).post("forward", {}) == {"ok": True}
+        elapsed = time.monotonic() - started
+    assert len(server.arrivals) == 2 and server.auth == ["Bearer k-1"] * 2
+    assert 1.0 <= server.gaps()[0] < 2.0 and elapsed < 3.0, server.gaps()
+
+
+def test_client_honours_an_http_date_retry_after():
+    when = formatdate(time.time() + 2, usegmt=True)          # 1-second resolution: 1 to 2 s away
+    with Scripted([(503, {"Retry-After": when})]) as server:
+        assert Client(server.url, backoff=0.01).post("grade", {}) == {"ok": True}
+    assert 0.9 <= server.gaps()[0] < 3.0, server.gaps()
+    assert retry_after(formatdate(time.time() - 60, usegmt=True)) == 0.0
+    assert retry_after("soon") is None and retry_after(None) is None and retry_after("7") == 7.0
+
+
+def test_client_backs_off_exponentially_without_retry_after_and_gives_up_after_retries():
+    with Scripted([(503, {})] * 3) as server:
+        assert Client(server.url, backoff=0.1, max_backoff=1).post("forward", {}) == {"ok": True}
+    gaps = server.gaps()
+    assert len(gaps) == 3 and 0.05 <= gaps[0] < 0.5 and 0.1 <= gaps[1] and 0.2 <= gaps[2] < 1.5, gaps
+    with Scripted([(429, {"Retry-After": "0"})] * 10) as server:
+        with pytest.raises(ApiError) as caught:
+            Client(server.url, retries=2, backoff=0.01).post("forward", {})
+    assert caught.value.status == 429 and len(server.arrivals) == 3
+
+
+def test_client_does_not_wait_longer_than_max_backoff_or_retry_when_told_not_to():
+    for client_args, script in [({"max_backoff": 5}, [(429, {"Retry-After": "120"})]),
+                                ({"retries": 0}, [(429, {"Retry-After": "1"})]),
+                                ({}, [(422, {})]), ({}, [(500, {})])]:
+        with Scripted(script) as server:
+            started = time.monotonic()
+            with pytest.raises(ApiError):
+                Client(server.url, **client_args).post("forward", {})
+            assert len(server.arrivals) == 1 and time.monotonic() - started < 1.0, client_args
+
+
+def test_client_retries_connection_errors():
+    class Flaky(requests.Session):
+        failures = 2
+
+        def request(self, *args, **kwargs):
+            if self.failures:
+                self.failures -= 1
+                raise requests.ConnectionError("connection refused")
+            return super().request(*args, **kwargs)
+
+    with Scripted([]) as server:
+        session = Flaky()
+        assert Client(server.url, session=session, backoff=0.01).post("forward", {}) == {"ok": True}
+        assert session.failures == 0 and len(server.arrivals) == 1
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        Client(f"http://127.0.0.1:{free_port()}", retries=3, backoff=0.01).health()
+    assert time.monotonic() - started < 2.0
