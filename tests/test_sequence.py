@@ -441,3 +441,50 @@ def test_estimate_work_grows_with_the_gates():
     p = make("lstm", T=20, H=50)
     assert sequence.estimate_work(p, include=("jacobian_norms",)) > sequence.estimate_work(p)
     assert sequence.estimate_work(p, truncate=2) < sequence.estimate_work(p)
+
+
+# --- the compiled float64 path against numpy's ---
+
+@pytest.mark.parametrize("cell,reset", CELL_CASES)
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_compiled_steps_equal_the_numpy_steps(cell, reset, act, monkeypatch):
+    if cell != "rnn" and act != "tanh":
+        pytest.skip("gated cells are tanh only")
+    p = make(cell, reset, B=3, T=6, H=5, D=4, act=act, per_sequence_init=True, seed=21)
+    runs = []
+    for fast in (True, False):
+        monkeypatch.setattr(sequence, "FAST", fast)
+        c = sequence.forward(p)
+        assert c.fast == fast
+        runs.append((c, *sequence.backward(c, diagnostics=False)))
+    (c1, g1, _), (c2, g2, _) = runs
+    for field in ("h", "c", "z", "step_losses", "loss"):
+        if getattr(c1, field) is not None:
+            close(getattr(c1, field), getattr(c2, field), 1e-14)
+    for name in g1:
+        close(g1[name], g2[name], 1e-13)
+
+
+def test_compiled_exp_sigmoid_tanh_are_accurate():
+    from numba import njit
+    from service.engine.cells import _kernels as k
+
+    @njit
+    def apply(x, which):
+        y = np.empty_like(x)
+        for i in range(x.shape[0]):
+            y[i] = k.exp(x[i]) if which == 0 else k.sigmoid(x[i]) if which == 1 else k.tanh(x[i])
+        return y
+    x = np.concatenate([np.linspace(-700, 700, 20001), np.linspace(-3, 3, 20001),
+                        np.geomspace(1e-300, 1, 2000), -np.geomspace(1e-300, 1, 2000), [0.0, -0.0]])
+    ulps = lambda got, want: np.max(np.abs(got - want) / np.spacing(np.abs(want)))
+    assert ulps(apply(x, 0), np.exp(x)) <= 1
+    small = np.abs(x) < 30
+    assert ulps(apply(x, 1)[small], 1 / (1 + np.exp(-x[small]))) <= 2
+    assert ulps(apply(x, 2), np.tanh(x)) <= 3
+    assert np.signbit(apply(np.array([-0.0]), 2)[0])
+    big = apply(np.array([-1e4, 1e4, np.inf, -np.inf]), 1)
+    assert big[0] < 1e-300 and big[1] == 1.0 and big[2] == 1.0
+    assert list(apply(np.array([-1e4, 1e4]), 2)) == [-1.0, 1.0]
+    for which in range(3):      # an overflow upstream must surface, not be clamped away
+        assert np.isnan(apply(np.array([np.nan]), which)[0])

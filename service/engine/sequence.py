@@ -16,6 +16,8 @@ from . import rnn
 from .cells import CELLS, StepParams
 from .problem import PARAMETERS, Problem
 
+FAST = True     # float64 steps in compiled kernels (False: numpy only; the tests run both)
+
 
 @dataclass
 class Cache:
@@ -28,6 +30,7 @@ class Cache:
     loss: float | np.ndarray | None     # loss_scale() · Σ step_losses
     # what backward needs, time-major
     perturbed: bool = False
+    fast: bool = False                  # the steps' caches come from the compiled kernels
     step: StepParams | None = None
     steps: list = field(default_factory=list)   # the cells' per-step caches
     s: np.ndarray | None = None         # T × B × S states
@@ -66,11 +69,20 @@ def forward(problem: Problem, params: dict[str, np.ndarray] | None = None) -> Ca
     s = np.empty((T, *lead, S), dtype=dtype)
     steps = []
     s_prev = s_init
-    for t in range(T):
-        s_t, cache_t = cell.step_forward(xd[t], s_prev, step)
-        s[t] = s_t
-        steps.append(cache_t)
-        s_prev = s_t
+    fast = FAST and P is None and dtype == np.float64
+    if fast:        # compiled gate kernels writing into buffers; the gates overwrite xd
+        xd = np.ascontiguousarray(xd)
+        extra = np.empty((T, B, cell.EXTRA * H))
+        work = cell.scratch(lead, H)
+        for t in range(T):
+            s_prev, cache_t = cell.step_forward(xd[t], s_prev, step, (s[t], extra[t], work))
+            steps.append(cache_t)
+    else:
+        for t in range(T):
+            s_t, cache_t = cell.step_forward(xd[t], s_prev, step)
+            s[t] = s_t
+            steps.append(cache_t)
+            s_prev = s_t
     h_tm = s[..., :H]
 
     z_tm = yhat_tm = None
@@ -82,7 +94,7 @@ def forward(problem: Problem, params: dict[str, np.ndarray] | None = None) -> Ca
     out = _external(problem.batched)
     cache = Cache(problem, out(h_tm), out(s[..., H:]) if S > H else None,
                   None if z_tm is None else out(z_tm), None if z_tm is None else out(yhat_tm),
-                  None, None, P is not None, step, steps, s, s_init, z_tm, yhat_tm)
+                  None, None, P is not None, fast, step, steps, s, s_init, z_tm, yhat_tm)
     if per_step is not None:
         cache.step_losses = _external(problem.batched, feature=False)(per_step)
         total = per_step.sum(axis=(0, -1))
@@ -145,8 +157,8 @@ def _initial_state(problem: Problem, arrays, lead, dtype) -> np.ndarray:
         if base is None or base.ndim == 1:          # shared by every sequence
             x = x[..., None, :]
         out.append(np.broadcast_to(x, (*lead, problem.H)))
-    return np.concatenate(out, axis=-1).astype(dtype, copy=False) if len(out) > 1 \
-        else np.array(out[0], dtype=dtype)
+    s_init = np.concatenate(out, axis=-1) if len(out) > 1 else out[0]
+    return np.array(s_init, dtype=dtype, order="C")          # a fresh C-ordered copy
 
 
 def _step_losses(problem: Problem, h_tm, z_tm, P):
@@ -195,7 +207,7 @@ def backward(cache: Cache, truncate: int | None = None, include: tuple[str, ...]
         dxd, d_rec, ds_init, by_step, terms, norms = _rows_sweep(
             cache, ds_out, K, keep_terms=diagnostics and want_terms, norms=K == T)
         if diagnostics and norms is None:            # the total derivative: full BPTT
-            norms = _reverse(cache, ds_out)[3]
+            norms = _reverse(cache, ds_out.copy())[3]
     grads = _gradients(cache, dz, dxd, d_rec, ds_init)
     if not diagnostics:
         return grads, None
@@ -208,10 +220,10 @@ def backward(cache: Cache, truncate: int | None = None, include: tuple[str, ...]
 
 def _output_grads(cache: Cache):
     """dL/dz_t (T × B × N, scale and null targets applied; None in layer mode) and the
-    immediate dL_t/ds_t (T × B × S)."""
+    immediate dL_t/ds_t (T × B × S, a fresh array)."""
     p = cache.problem
     if p.layer:
-        dz, dh = None, _tm(p.upstream, p.batched)
+        dz, dh = None, np.array(_tm(p.upstream, p.batched))      # a copy: backward writes on it
     else:
         y = _tm(p.targets, p.batched)
         dz = rnn.loss_grad_z(p.loss, p.output_activation, cache.z_tm, cache.yhat_tm, y)
@@ -234,21 +246,25 @@ def _backward_step(cache: Cache):
 
 
 def _reverse(cache: Cache, ds_out):
-    """Full BPTT in one reverse sweep: dL/dxd_t, d_rec_t, dL/ds_init, ‖dL/ds_t‖ (T × B)."""
-    step_backward, step = _backward_step(cache), cache.step
+    """Full BPTT in one reverse sweep: dL/dxd_t, d_rec_t, dL/ds_init, ‖dL/ds_t‖ (T × B).
+    `ds_out` (fresh) is overwritten with the total dL/ds_t."""
+    p, step = cache.problem, cache.step
+    cell = CELLS[p.cell]
     T, B, S = ds_out.shape
-    dxd = d_rec = None
-    norms = np.empty((T, B))
-    carry = np.zeros((B, S))
-    for t in range(T - 1, -1, -1):
-        ds = ds_out[t] + carry
-        norms[t] = np.sqrt(np.einsum("bs,bs->b", ds, ds))
-        dxd_t, carry, d_rec_t = step_backward(ds, cache.steps[t], step)
-        if dxd is None:
-            dxd = np.empty((T, *dxd_t.shape))
-            d_rec = np.empty_like(dxd)
-        dxd[t] = dxd_t
-        d_rec[t] = d_rec_t
+    GH = step.W.shape[0]
+    dxd = np.empty((T, B, GH))
+    d_rec = dxd if cell.rec_is_drive(step) else np.empty((T, B, GH))
+    carry = np.zeros((B, S))                       # dL/ds_t arriving from step t+1
+    if cache.fast and FAST:
+        work = cell.scratch((B,), step.H)
+        for t in range(T - 1, -1, -1):
+            ds = np.add(ds_out[t], carry, out=ds_out[t])
+            cell.step_backward(ds, cache.steps[t], step, (dxd[t], d_rec[t], carry, work))
+    else:
+        for t in range(T - 1, -1, -1):
+            ds = np.add(ds_out[t], carry, out=ds_out[t])
+            dxd[t], carry, d_rec[t] = cell.step_backward(ds, cache.steps[t], step)
+    norms = np.sqrt(np.einsum("tbs,tbs->tb", ds_out, ds_out))
     return dxd, d_rec, carry, norms
 
 

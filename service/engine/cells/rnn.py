@@ -2,29 +2,85 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .. import rnn as vanilla
+from ._kernels import F2, OPTS, sigmoid, tanh
 
 G = 1
 STATE = "h"
+EXTRA = 0
+ACTIVATION_CODES = {"tanh": 0, "sigmoid": 1, "relu": 2, "identity": 3}
 
 
-def step_forward(xd_t, s_prev, p):
-    a = xd_t + s_prev @ p.WT
-    h = vanilla.hidden(p.activation, a)
-    return h, (a, h)
+def rec_is_drive(p) -> bool:
+    return True
 
 
-def step_backward(ds_t, cache, p):
+def scratch(lead, H):
+    return (np.empty((*lead, H)),)
+
+
+def step_forward(xd_t, s_prev, p, out=None):
+    if out is None:
+        a = xd_t + s_prev @ p.WT
+        h = vanilla.hidden(p.activation, a)
+        return h, (a, h)
+    h, _, (Wh,) = out
+    np.dot(s_prev, p.WT, out=Wh)
+    _forward(xd_t, Wh, h, p.code)                 # xd_t becomes a_t
+    return h, (xd_t, h)
+
+
+def step_backward(ds_t, cache, p, out=None):
     a, h = cache
-    da = ds_t * vanilla.hidden_slope(p.activation, a, h)   # relu: slope 0 at 0
-    return da, da @ p.W, da
+    if out is None:
+        da = ds_t * vanilla.hidden_slope(p.activation, a, h)   # relu: slope 0 at 0
+        return da, da @ p.W, da
+    da, _, ds_prev, _ = out
+    _backward(ds_t, a, h, da, p.code)
+    np.dot(da, p.W, out=ds_prev)
+    return da, ds_prev, da
 
 
 def weight_grads(d_rec, h_prev, caches, p):
-    return {"W": _gram(d_rec, h_prev)}
+    return {"W": gram(d_rec, h_prev)}
 
 
-def _gram(d, x):
+def gram(d, x):
     """Σ over every leading axis of d xᵀ: one GEMM."""
     return d.reshape(-1, d.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+
+
+@njit(f"void({F2}, {F2}, {F2}, int64)", **OPTS)
+def _forward(a, Wh, h, code):
+    for b in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[b, j] += Wh[b, j]
+        if code == 0:                                   # one branch per row keeps loops simple
+            for j in range(a.shape[1]):
+                h[b, j] = tanh(a[b, j])
+        elif code == 1:
+            for j in range(a.shape[1]):
+                h[b, j] = sigmoid(a[b, j])
+        elif code == 2:
+            for j in range(a.shape[1]):
+                h[b, j] = a[b, j] if a[b, j] > 0.0 else 0.0
+        else:
+            for j in range(a.shape[1]):
+                h[b, j] = a[b, j]
+
+
+@njit(f"void({F2}, {F2}, {F2}, {F2}, int64)", **OPTS)
+def _backward(dh, a, h, da, code):
+    for b in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if code == 0:
+                s = 1.0 - h[b, j] * h[b, j]
+            elif code == 1:
+                s = h[b, j] * (1.0 - h[b, j])
+            elif code == 2:
+                s = 1.0 if a[b, j] > 0.0 else 0.0
+            else:
+                s = 1.0
+            da[b, j] = dh[b, j] * s
