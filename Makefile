@@ -30,13 +30,14 @@ run: install
 	  $(VENV)/bin/gunicorn -c service/gunicorn.conf.py
 
 # Debian packages the deployment tests drive (nginx in front of gunicorn, docker-compose config,
-# wrk for load); installed only when missing. CI runs as root; elsewhere run `sudo make system-deps`.
-SYSTEM_BINARIES := nginx docker-compose wrk
+# wrk for load, chromium and chromium-driver for /explore's browser test); installed only when
+# missing. CI runs as root; elsewhere run `sudo make system-deps`.
+SYSTEM_BINARIES := nginx docker-compose wrk chromium chromedriver
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx docker-compose wrk; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx docker-compose wrk chromium chromium-driver; \
 	fi
 
 test: system-deps install-test

@@ -10,7 +10,8 @@
   // the page's default problem: the lecture's character model, a little longer
   const PAGE_DEFAULTS = {tokens: "true", vocab_size: "6", hidden_size: "8", output_size: "6", steps: "10"};
   const KEY_STORE = "rnn-explore-api-key";
-  const CONFIG = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
+  // no mode bar over the titles: drag to zoom, double-click to reset
+  const CONFIG = {responsive: true, displaylogo: false, displayModeBar: false};
   const RAW_INT = "@@rawint:";
 
   const $ = (id) => document.getElementById(id);
@@ -328,6 +329,7 @@
     state.problem = Object.fromEntries(Object.entries(problem).filter(([k]) => !GRADIENTS_ONLY.includes(k)));
     state.response = r.data;
     state.note = note;
+    state.source = source;
     state.seq = 0;
     if (source === "form") $("paste").value = stringify(problem, 1);
     $("gradcheck-result").replaceChildren();
@@ -382,7 +384,7 @@
   // ---- charts ---------------------------------------------------------------------------------------
   function layout(title, subtitle, xTitle, yTitle, extra) {
     return Object.assign({
-      title: {text: title, subtitle: {text: subtitle || ""}, x: 0.01, xanchor: "left", font: {size: 13}},
+      title: {text: title, subtitle: {text: subtitle || "", font: {size: 11, color: "#57606a"}}, x: 0.01, xanchor: "left", font: {size: 13}},
       margin: {l: 60, r: 20, t: subtitle ? 62 : 44, b: 50},
       xaxis: {title: {text: xTitle}, automargin: true, zeroline: false},
       yaxis: {title: {text: yTitle}, automargin: true, zeroline: false},
@@ -432,7 +434,7 @@
     const N = v.outputs && v.outputs[0] ? v.outputs[0].length : null;
     const s = v.cell === "lstm" ? "s" : "h";
     const stateNote = v.cell === "lstm" ? " (s = [h; c], the LSTM's state)" : "";
-    const summary = [`cell ${v.cell}`, `T = ${T}`, `H = ${H}`, N === null ? "no output layer" : `N = ${N}`,
+    const summary = [state.source === "paste" ? "pasted body" : "from /v1/problems", `cell ${v.cell}`, `T = ${T}`, `H = ${H}`, N === null ? "no output layer" : `N = ${N}`,
                      v.batched ? `B = ${v.B} sequences (showing sequence ${v.b})` : "one sequence",
                      `loss L = ${fmt(resp.loss)}` + (prob.reduction ? ` (${prob.reduction})` : ""),
                      `layout ${prob.layout || "lecture"}`];
@@ -442,7 +444,7 @@
     // outputs ŷ_t, the target marked
     if (v.outputs) {
       const traces = [{
-        type: "heatmap", z: v.outputs, x: range(N), y: ts, colorscale: "Blues", zmin: 0,
+        type: "heatmap", z: v.outputs, x: range(N), y: ts, colorscale: "Blues", reversescale: true, zmin: 0,
         zmax: (prob.model && prob.model.output_activation === "identity") ? undefined : 1,
         colorbar: {title: {text: "ŷ<sub>t</sub>[j]"}},
         hovertemplate: "t=%{y}, j=%{x}<br>ŷ_t[j] = %{z:.4f}<extra></extra>",
@@ -474,7 +476,7 @@
 
     // hidden states h_t
     if (v.hidden) {
-      draw("chart-hidden", [{type: "heatmap", z: v.hidden, x: range(H), y: ts, colorscale: "RdBu", reversescale: true, zmid: 0,
+      draw("chart-hidden", [{type: "heatmap", z: v.hidden, x: range(H), y: ts, colorscale: "RdBu", zmid: 0,
                              colorbar: {title: {text: "h<sub>t</sub>[i]"}},
                              hovertemplate: "t=%{y}, i=%{x}<br>h_t[i] = %{z:.4f}<extra></extra>"}],
            layout("Hidden states h<sub>t</sub> (T×H)", "", "i (hidden unit)", "t (time step)",
@@ -512,16 +514,16 @@
 
   function renderDoubleSum(v, T, s) {
     const resp = state.response;
-    const batchNote = v.batched ? ", summed over the batch" : "";
+    const batchNote = v.batched ? ", Σ over the batch" : "";
     const checks = [];
     let termSums = null;
     if (Array.isArray(v.terms)) {
       const z = v.terms.map((row, t) => row.map((term, k) => (k <= t ? norm(term) : null)));
       termSums = v.terms.map((row) => row[0].map((_, i) => row.reduce((acc, term) => acc + term[i], 0)));
       const trace = logHeatmap(z, "‖b_h_terms[t][k]‖");
-      trace.colorscale = "Magma";
+      trace.colorscale = "Cividis";
       draw("chart-terms", [trace],
-           layout("‖b_h_terms[t][k]‖₂ (T×T)", `∂L_t/∂ŷ_t·∂ŷ_t/∂h_t·(Π ∂${s}_i/∂${s}_{i−1})·∂h_k/∂b_h, k ≤ t${batchNote}`,
+           layout(`‖b_h_terms[t][k]‖₂ (T×T${batchNote})`, `∂L_t/∂ŷ_t·∂ŷ_t/∂h_t·(Π ∂${s}_i/∂${s}_{i−1})·∂h_k/∂b_h, log colour`,
                   "k (step whose ∂h_k/∂b_h)", "t (loss L_t)",
                   {yaxis: matrixAxes(T, {title: {text: "t (loss L<sub>t</sub>)"}}), xaxis: {title: {text: "k (step of ∂h<sub>k</sub>/∂b<sub>h</sub>)"}, dtick: T <= 24 ? 1 : undefined}}),
            z.length, z[0] ? z[0].length : 0);
@@ -532,10 +534,10 @@
     let total = null;
     if (Array.isArray(byStep)) {
       const G = byStep[0].length;
-      draw("chart-by-step", [{type: "heatmap", z: byStep, x: range(G), y: range(byStep.length), colorscale: "RdBu", reversescale: true, zmid: 0,
+      draw("chart-by-step", [{type: "heatmap", z: byStep, x: range(G), y: range(byStep.length), colorscale: "RdBu", zmid: 0,
                               colorbar: {title: {text: "∂L<sub>t</sub>/∂b<sub>h</sub>[i]"}},
                               hovertemplate: "t=%{y}, i=%{x}<br>b_h_by_step = %{z:.4e}<extra></extra>"}],
-           layout("b_h_by_step[t] = Σ<sub>k</sub> b_h_terms[t][k] = ∂L<sub>t</sub>/∂b<sub>h</sub>", "row t: the row sum of the t×k picture" + batchNote,
+           layout("b_h_by_step[t] = Σ<sub>k</sub> b_h_terms[t][k] = ∂L<sub>t</sub>/∂b<sub>h</sub>", "row t: the row sum of the t×k picture" + (v.batched ? " (Σ over the batch)" : ""),
                   v.cell === "rnn" ? "i (unit of b_h)" : `i (unit of b_h, ${v.cell === "lstm" ? "blocks i, f, g, o" : "blocks r, z, n"} of H each)`,
                   "t (time step)", {yaxis: matrixAxes(byStep.length, {title: {text: "t (time step)"}})}), byStep.length, G);
       const sums = byStep[0].map((_, i) => byStep.reduce((acc, row) => acc + row[i], 0));
@@ -647,9 +649,11 @@
                          {yaxis: matrixAxes(rows, {title: {text: vector ? "" : "i (row)"}, showticklabels: !vector}),
                           xaxis: {title: {text: vector ? "i (element)" : "j (column)"}, dtick: cols <= 30 ? 1 : undefined},
                           shapes: [{type: "rect", xref: "x", yref: "y", x0: col - 0.5, x1: col + 0.5, y0: row - 0.5, y1: row + 0.5,
-                                    line: {color: "#d62728", width: 4}}],
-                          annotations: [{x: col, y: row, text: "✗", showarrow: false, font: {size: 18, color: "#d62728"}}]});
-      Plotly.newPlot(node, [{type: "heatmap", z: g, colorscale: "RdBu", reversescale: true, zmid: 0,
+                                    line: {color: "#d62728", width: 4}}]});
+      lay.height = vector ? 230 : Math.min(480, 150 + 34 * rows);
+      node.style.minHeight = lay.height + "px";
+      Plotly.newPlot(node, [{type: "heatmap", z: g, colorscale: "RdBu", zmid: 0,
+                             texttemplate: rows * cols <= 120 ? "%{z:.3g}" : undefined, textfont: {size: 10},
                              colorbar: {title: {text: `∂L/∂${name}`}}, x: range(cols), y: range(rows),
                              hovertemplate: (vector ? "i=%{x}" : "i=%{y}, j=%{x}") + "<br>analytic %{z:.6g}<extra></extra>"}], lay, CONFIG);
       node.dataset.worstRow = String(row);
