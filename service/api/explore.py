@@ -100,16 +100,16 @@ def page():
     return response
 
 
-@bp.get("/explore/<name>")
-def asset(name: str):
-    if name == "schema.json":
+@bp.get("/explore/<asset>")
+def asset(asset: str):
+    if asset == "schema.json":
         return Response(_schema_json(OPENAPI.stat().st_mtime_ns), mimetype="application/json")
-    if name == "plotly.min.js":
+    if asset == "plotly.min.js":
         path = plotly_js()
         if path is None:
             abort(404)
         return send_file(path, mimetype="text/javascript", max_age=86400)
-    if name not in PAGE_ASSETS:
+    if asset not in PAGE_ASSETS:
         abort(404)
-    mimetype = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}[name.rsplit(".", 1)[1]]
-    return send_from_directory(ASSETS, name, mimetype=mimetype, max_age=MAX_AGE)
+    mimetype = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}[asset.rsplit(".", 1)[1]]
+    return send_from_directory(ASSETS, asset, mimetype=mimetype, max_age=MAX_AGE)
