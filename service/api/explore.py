@@ -83,8 +83,9 @@ def _field(name: str, schema: dict) -> dict:
 
 
 @lru_cache(maxsize=4)
-def _schema_json(mtime_ns: int) -> bytes:
-    spec = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
+def _schema_json(path: str, mtime_ns: int) -> bytes:
+    """Read again whenever openapi.yaml changes."""
+    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     schemas = spec.get("components", {}).get("schemas", {})
     out = {}
     for key, name in (("problems", "ProblemsIn"), ("check", "CheckOptions")):
@@ -103,7 +104,7 @@ def page():
 @bp.get("/explore/<asset>")
 def asset(asset: str):
     if asset == "schema.json":
-        return Response(_schema_json(OPENAPI.stat().st_mtime_ns), mimetype="application/json")
+        return Response(_schema_json(str(OPENAPI), OPENAPI.stat().st_mtime_ns), mimetype="application/json")
     if asset == "plotly.min.js":
         path = plotly_js()
         if path is None:
