@@ -217,6 +217,26 @@ def test_batched_losses_agree_with_a_plain_loop(case, monkeypatch):
         assert np.allclose(batched.imag, looped.imag, rtol=1e-10, atol=1e-34), name
 
 
+@pytest.mark.parametrize("case", ["lstm-tokens", "lstm-batch-mean", "gru-after", "gru-before-batch",
+                                  "rnn-batch"])
+def test_compiled_steps_agree_with_numpy_steps(case, monkeypatch):
+    """The cells' compiled steps (sequence.FAST) and gradcheck's compiled loss (gc.FUSED)
+    against numpy steps and loss_change, each run against a base pass of its own kind: the
+    same changes but for their few ulps (~1e-16 of L)."""
+    p = make(**CASES[case], T=5)
+    steps = np.array([1e-3, -1e-3, 1e-6])
+    fast = gcc._Base(p, sequence.forward(p))
+    assert fast.fast and fast.loss_code is not None
+    monkeypatch.setattr(gc, "FUSED", False)
+    monkeypatch.setattr(sequence, "FAST", False)
+    plain = gcc._Base(p, sequence.forward(p))
+    assert not plain.fast and plain.loss_code is None
+    for name in ("V", "W", "b_h", "h_init"):
+        flat = np.arange(value(p, name).size)
+        a, b = (gcc.element_losses(x, name, flat, steps) for x in (fast, plain))
+        assert np.allclose(a, b, rtol=1e-9, atol=1e-15), name
+
+
 @pytest.mark.parametrize("case", ["lstm-batch-mean", "gru-before-batch", "lstm-layer-batch"])
 def test_directional_losses_agree_with_a_plain_loop(case):
     p = make(**CASES[case])

@@ -81,6 +81,7 @@ class _Base:
         T, B, H = p.T, p.B, p.H
         self.p, self.cache, self.B, self.H = p, cache, B, H
         self.cell = CELLS[p.cell]
+        self.fast = getattr(sequence, "FAST", False) and hasattr(self.cell, "scratch")
         self.GH = w.W.shape[0]
         tm = lambda x: _time_major(x, p.batched)                      # noqa: E731
         self.h = tm(cache.h)
@@ -214,10 +215,16 @@ def recurrent_losses(base: _Base, name: str, items: _Items) -> np.ndarray:
 
 
 class _Buffers:
-    """Arrays one chunk's steps write into, reused by every step and chunk."""
+    """Arrays one chunk's steps write into, reused by every step and chunk: two states
+    (s_{t−1} and s_t, swapped every step), the drive, and for the cells' compiled steps
+    (float64: `fast`) their extra numbers and scratch."""
 
     def __init__(self, base: _Base, rows: int, dtype):
-        self.s = np.empty((rows, base.S), dtype=dtype)
+        self.fast = base.fast and dtype == np.float64
+        self.s = np.empty((2, rows, base.S), dtype=dtype)
+        if self.fast:
+            self.extra = np.empty((rows, base.cell.EXTRA * base.H))
+            self.work = base.cell.scratch((rows,), base.H)
         self.xd = np.empty((rows, base.GH), dtype=dtype)
         self.dh = np.empty((rows, base.H), dtype=dtype)
         self.z = None if base.p.layer else np.empty((rows, base.p.N), dtype=dtype)
@@ -232,8 +239,8 @@ def _run(base: _Base, name: str, it: _Items, R: int, buf: _Buffers) -> np.ndarra
     shared = R == base.B
     row_seq = np.tile(np.arange(base.B), n_all) if shared else it.seq
     r_i, r_j, r_d = (np.repeat(a, R) for a in (it.i, it.j, it.delta))
-    s, xd = buf.s[:rows], buf.xd[:rows]
-    s_flat, xd_flat = s.reshape(-1), xd.reshape(-1)
+    s, s_next, xd = buf.s[0, :rows], buf.s[1, :rows], buf.xd[:rows]
+    xd_flat = xd.reshape(-1)
     kick_at = np.arange(rows) * base.GH + r_i               # drive entry each row kicks
     read_at = np.arange(rows) * base.S + r_j                # W: the state entry it reads
     total = np.zeros(n_all, dtype=it.delta.dtype)
@@ -253,16 +260,20 @@ def _run(base: _Base, name: str, it: _Items, R: int, buf: _Buffers) -> np.ndarra
             lo = int(np.searchsorted(it.start, t, side="left")) * R
             xd[lo:r] += r_d[lo:r, None] * base.VT[r_j[lo:r]]
         elif name == "W":
-            xd_flat[kick_at[:r]] += r_d[:r] * s_flat[read_at[:r]]
+            xd_flat[kick_at[:r]] += r_d[:r] * s.reshape(-1)[read_at[:r]]
         elif name == "V":
             xd_flat[kick_at[:r]] += r_d[:r] * _input_at(base, t, row_seq[:r], r_j[:r])
         elif name == "b_h":
             xd_flat[kick_at[:r]] += r_d[:r]
         joined = r
-        s_t, _ = base.cell.step_forward(xd[:r], s[:r], base.step)
+        if buf.fast:                                         # in place, xd becomes the gates
+            out = (s_next[:r], buf.extra[:r], tuple(w[:r] for w in buf.work))
+            base.cell.step_forward(xd[:r], s[:r], base.step, out)
+        else:
+            s_next[:r] = base.cell.step_forward(xd[:r], s[:r], base.step)[0]
         if base.active[t]:
-            _add_loss_change(base, t, s_t, n, R, shared, row_seq[:r], buf, total)
-        s[:r] = s_t
+            _add_loss_change(base, t, s_next[:r], n, R, shared, row_seq[:r], buf, total)
+        s, s_next = s_next, s
     return total * base.scale
 
 
