@@ -300,6 +300,15 @@ def test_relu_kink_gradcheck_frames_the_failing_element(live, browser):
     assert console_errors(browser) == []
     assert foreign_resources(browser, live) == []
     screenshot(browser, "explore_gradcheck_failed.png", "gradcheck-section")
+    # a check option the API refuses is named next to its field
+    eps = browser.find_element(By.ID, "gc-eps")
+    eps.clear()
+    eps.send_keys("-1")
+    browser.find_element(By.ID, "gradcheck-run").click()
+    until(browser, lambda d: counter(d, "gradcheckRuns") >= 2, "the second gradcheck did not run")
+    assert browser.find_element(By.ID, "gc-err-eps").text
+    assert browser.find_elements(By.CSS_SELECTOR, '#gradcheck-errors li[data-pointer^="/check/eps"]')
+    assert console_errors(browser, allow=("/v1/gradcheck",)) == []
 
 
 def test_grading_panel_shows_each_check_and_its_diagnosis(live, browser):
