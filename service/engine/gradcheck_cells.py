@@ -461,13 +461,15 @@ def gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
 
 # In gradcheck.py's units (multiply-adds of a GEMM, ~0.1 ns each at most on this machine).
 # A row of the perturbed recurrence costs per step the cell's GEMM (G·H·H) plus CELL per gate
-# unit (its numpy elementwise work: the lstm's sigmoids cost ~45 ns per unit, tanh ~15 ns) plus
+# unit (its numpy elementwise work: the lstm's sigmoids cost ~45 ns per unit, tanh ~15 ns;
+# CELL_FAST for the cells' compiled float64 steps, ~1.3 µs a row for the lstm at H 32) plus
 # ROW per number of state and drive the loop copies; perturbed copies through
 # sequence.forward run their per-model GEMMs COPIES times slower than one shared GEMM; a step
 # of one chunk costs STEP_OVERHEAD (~50 numpy calls: the cell's, the loop's, the loss's).
 # Calibrated on this machine (/tmp-style sweep over cells, sizes, methods and modes): the
 # measured time is 0.1-1.3 × work · 0.1 ns, the larger ratios on checks of ~10 ms.
 CELL = {"rnn": 200.0, "lstm": 450.0, "gru": 450.0}
+CELL_FAST = {"rnn": 60.0, "lstm": 130.0, "gru": 130.0}
 ROW = 20.0
 COPIES = 3.0
 STEP_OVERHEAD = 1.5e6
@@ -491,6 +493,7 @@ class CellSizes:
     copies: tuple       # (name, elements run as perturbed copies in full mode)
     base: float         # forward and backward of the problem
     every_output: bool = False
+    fast: bool = False                  # real steps run the cells' compiled kernels
     vanilla: gc.Sizes | None = None     # gradcheck.py's sizes when its fast path applies
 
     @classmethod
@@ -521,6 +524,7 @@ class CellSizes:
                    p.inputs is not None, p.layer, _v_steps(p, T), tuple(sizes.items()),
                    per_sequence, copies, sequence.estimate_work(p),
                    p.output_activation == "softmax" and p.loss == "squared_error",
+                   getattr(sequence, "FAST", False) and hasattr(CELLS[p.cell], "scratch"),
                    None if vanilla is None else gc.Sizes.of(vanilla))
 
     def size(self, name: str) -> int:
@@ -540,13 +544,14 @@ class CellSizes:
             evaluations += n * per_item
             for k, path in ((copies, "copies"), (n - copies, "rank-one")):
                 k *= per_item
-                work += k * factor * self.evaluation_cost(name, path)
+                work += k * factor * self.evaluation_cost(name, path, spec.method)
                 work += -(-k // self.chunk(name, path)) * self.T * STEP_OVERHEAD
         return work, evaluations
 
-    def evaluation_cost(self, name: str, path: str) -> float:
+    def evaluation_cost(self, name: str, path: str, method: str = "central") -> float:
         """Work of one perturbed loss on `path` (copies or rank-one)."""
-        step = self.G * self.H * self.H + CELL[self.cell] * self.G * self.H
+        compiled = self.fast and path == "rank-one" and method != "complex_step"
+        step = self.G * self.H * self.H + (CELL_FAST if compiled else CELL)[self.cell] * self.G * self.H
         head = self.H if self.layer else self.N * self.H + gc.ELEMENTWISE * self.N
         if name in OUTPUT_PATH:
             if path == "copies":                    # directional: z on the base states
