@@ -14,6 +14,7 @@ import numpy as np
 
 from . import rnn
 from .cells import CELLS, StepParams
+from .cells._kernels import scatter_add_rows
 from .problem import PARAMETERS, Problem
 
 FAST = True     # float64 steps in compiled kernels (False: numpy only; the tests run both)
@@ -85,12 +86,17 @@ def forward(problem: Problem, params: dict[str, np.ndarray] | None = None) -> Ca
             s_prev = s_t
     h_tm = s[..., :H]
 
-    z_tm = yhat_tm = None
+    z_tm = yhat_tm = lse = None
     U = arrays["U"]
-    if U is not None:
+    if U is not None and fast:
+        z_tm = (h_tm.reshape(T * B, H) @ U.T).reshape(T, B, -1)   # h rows: a view, one GEMM
+        z_tm += arrays["b_y"]
+        yhat_tm, lse = _softmax(z_tm) if problem.output_activation == "softmax" \
+            else (rnn.output(problem.output_activation, z_tm), None)
+    elif U is not None:
         z_tm = h_tm @ np.swapaxes(U, -1, -2) + pb(arrays["b_y"])
         yhat_tm = rnn.output(problem.output_activation, z_tm)
-    per_step = _step_losses(problem, h_tm, z_tm, P)
+    per_step = _step_losses(problem, h_tm, z_tm, P, lse)
     out = _external(problem.batched)
     cache = Cache(problem, out(h_tm), out(s[..., H:]) if S > H else None,
                   None if z_tm is None else out(z_tm), None if z_tm is None else out(yhat_tm),
@@ -161,15 +167,29 @@ def _initial_state(problem: Problem, arrays, lead, dtype) -> np.ndarray:
     return np.array(s_init, dtype=dtype, order="C")          # a fresh C-ordered copy
 
 
-def _step_losses(problem: Problem, h_tm, z_tm, P):
-    """The unreduced L_t, T × (P ×) B; 0 on unscored steps; None without a loss."""
+def _softmax(z):
+    """softmax(z) and log-sum-exp(z) from one exp pass (float64), as rnn.forward does."""
+    m = z.max(axis=-1, keepdims=True)
+    e = np.subtract(z, m)
+    np.exp(e, out=e)
+    total = e.sum(axis=-1, keepdims=True)
+    e /= total
+    return e, (m + np.log(total))[..., 0]
+
+
+def _step_losses(problem: Problem, h_tm, z_tm, P, lse=None):
+    """The unreduced L_t, T × (P ×) B; 0 on unscored steps; None without a loss. `lse`:
+    log-sum-exp(z) when the forward has it (cross-entropy is then lse − ⟨y, z⟩)."""
     lift = (lambda x: x) if P is None else (lambda x: x[:, None])   # T × 1 × B (× F)
     if problem.layer:
         return np.sum(lift(_tm(problem.upstream, problem.batched)) * h_tm, axis=-1)
     if problem.targets is None:
         return None
     y = lift(_tm(problem.targets, problem.batched))
-    per_step = rnn.step_losses(problem.loss, problem.output_activation, z_tm, y)
+    if lse is not None and problem.loss == "cross_entropy":
+        per_step = lse - np.einsum("...n,...n->...", y, z_tm)
+    else:
+        per_step = rnn.step_losses(problem.loss, problem.output_activation, z_tm, y)
     if problem.scored is not None and not problem.scored.all():
         per_step = np.where(lift(_tm(problem.scored, problem.batched, feature=False)),
                             per_step, 0.0)
@@ -232,12 +252,15 @@ def _output_grads(cache: Cache):
             dz = dz * (_tm(p.scored, p.batched, feature=False)[..., None] * scale)
         elif scale != 1.0:
             dz = dz * scale
-        dh = dz @ p.weights.U
     S = cache.s.shape[-1]
-    if S == dh.shape[-1]:
-        return dz, np.ascontiguousarray(dh)
-    ds = np.zeros(dh.shape[:-1] + (S,))
-    ds[..., :dh.shape[-1]] = dh                      # L_t reaches c_t only through h_t
+    if p.layer and S == dh.shape[-1]:
+        return dz, dh
+    T, B, H = cache.s.shape[0], cache.s.shape[1], p.H
+    ds = np.empty((T, B, S)) if S == H else np.zeros((T, B, S))   # L_t reaches c_t only through h_t
+    if p.layer:
+        ds[..., :H] = dh
+    else:
+        np.matmul(dz.reshape(T * B, -1), p.weights.U, out=ds.reshape(T * B, S)[:, :H])
     return dz, ds
 
 
@@ -305,16 +328,15 @@ def _gradients(cache: Cache, dz, dxd, d_rec, ds_init) -> dict[str, np.ndarray]:
     flat = dxd.reshape(T * B, GH)
     grads = {"b_h": flat.sum(axis=0)}
     if p.tokens is not None:
-        dVT = np.zeros((p.D, GH))
-        np.add.at(dVT, _tm(p.tokens, p.batched, feature=False).reshape(-1), flat)
+        dVT = np.zeros((p.D, GH))                   # row j: the sum of dL/dxd over token j's steps
+        scatter_add_rows(dVT, np.ascontiguousarray(_tm(p.tokens, p.batched, feature=False).reshape(-1), dtype=np.int64), flat)
         grads["V"] = dVT.T
     else:
         x = _tm(p.inputs, p.batched)
         grads["V"] = flat.T @ x.reshape(T * B, -1)
         grads["inputs"] = _external(p.batched)(dxd @ w.V)
     h_tm = cache.s[..., :H]
-    h_prev = np.concatenate([cache.s_init[None, :, :H], h_tm[:-1]])
-    grads.update(cell.weight_grads(d_rec, h_prev, cache.steps, cache.step))
+    grads.update(cell.weight_grads(d_rec, h_tm, cache.s_init[:, :H], cache.steps, cache.step))
     for name, part in (("h_init", ds_init[:, :H]), ("c_init", ds_init[:, H:])):
         if name == "c_init" and p.cell != "lstm":
             continue
@@ -322,7 +344,7 @@ def _gradients(cache: Cache, dz, dxd, d_rec, ds_init) -> dict[str, np.ndarray]:
         grads[name] = part.sum(axis=0) if base is None or base.ndim == 1 else part.copy()
     if dz is not None and w.U is not None:
         N = dz.shape[-1]
-        grads["U"] = dz.reshape(-1, N).T @ h_tm.reshape(-1, H)
+        grads["U"] = dz.reshape(-1, N).T @ h_tm.reshape(-1, H)       # a view: no copy of h
         grads["b_y"] = dz.reshape(-1, N).sum(axis=0)
     if p.cell == "gru" and p.gru_reset != "after":
         grads.pop("b_hn", None)

@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-OPTS = dict(cache=True, nogil=True, error_model="numpy")
+OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})  # FMA, nothing reassociated
 F2 = "float64[:, ::1]"          # a C-contiguous B × F block of rows
 F1 = "float64[::1]"
 
@@ -90,3 +90,12 @@ def tanh(x):
     s, q = _exp_parts(2.0 * abs(x))
     em1 = s * q + (s - 1.0)
     return math.copysign(em1 / (em1 + 2.0), x)
+
+
+@njit(f"void({F2}, int64[::1], {F2})", **OPTS)
+def scatter_add_rows(out, index, rows):
+    """out[index[r]] += rows[r] for every r (np.add.at, ~50x faster)."""
+    for r in range(rows.shape[0]):
+        o = out[index[r]]
+        for j in range(rows.shape[1]):
+            o[j] += rows[r, j]

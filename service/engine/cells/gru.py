@@ -13,7 +13,7 @@ from numba import njit
 
 from ..rnn import sigmoid
 from . import _kernels as k
-from .rnn import gram
+from .rnn import gram, gram_prev
 
 G = 3
 STATE = "h"
@@ -89,12 +89,14 @@ def step_backward(dh, cache, p, out=None):
     return dxd, dh_prev, d_rec
 
 
-def weight_grads(d_rec, h_prev, caches, p):
+def weight_grads(d_rec, h, h_init, caches, p):
     H = p.H
     if p.gru_reset == "after":
-        return {"W": gram(d_rec, h_prev), "b_hn": d_rec[..., 2 * H:].reshape(-1, H).sum(axis=0)}
+        return {"W": gram_prev(d_rec, h, h_init),
+                "b_hn": d_rec[..., 2 * H:].reshape(-1, H).sum(axis=0)}
     rh = np.stack([c[2] for c in caches])         # r ⊙ h_{t-1}, the n block's input
-    return {"W": np.concatenate([gram(d_rec[..., :2 * H], h_prev), gram(d_rec[..., 2 * H:], rh)])}
+    return {"W": np.concatenate([gram_prev(d_rec[..., :2 * H], h, h_init),
+                                 gram(d_rec[..., 2 * H:], rh)])}
 
 
 # short passes over a row, few arrays each, so that LLVM vectorizes them (see lstm.py)

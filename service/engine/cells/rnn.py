@@ -43,13 +43,23 @@ def step_backward(ds_t, cache, p, out=None):
     return da, ds_prev, da
 
 
-def weight_grads(d_rec, h_prev, caches, p):
-    return {"W": gram(d_rec, h_prev)}
+def weight_grads(d_rec, h, h_init, caches, p):
+    return {"W": gram_prev(d_rec, h, h_init)}
 
 
 def gram(d, x):
-    """Σ over every leading axis of d xᵀ: one GEMM."""
+    """Σ over every leading axis of d xᵀ: one GEMM (reshape is a view for the runner's
+    time-major states, even the h part of [h; c])."""
     return d.reshape(-1, d.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+
+
+def gram_prev(d, x, x_init):
+    """Σ_t d_t x_{t-1}ᵀ with x_{-1} = x_init (T × B × … stacks): from the shifted views, with
+    no copy of the stack of x_{t-1}."""
+    out = d[0].T @ x_init
+    if len(d) > 1:
+        out += gram(d[1:], x[:-1])
+    return out
 
 
 @njit(f"void({F2}, {F2}, {F2}, int64)", **OPTS)
