@@ -18,13 +18,16 @@ difference of two large totals):
       row). A model joins at the first step its perturbation reaches (V_ij: the first
       x_t[j] ≠ 0 in any sequence; W_ij: the first h_{t−1}[j] ≠ 0) and runs up to the last
       step with a loss. The loss change is taken per step from Δh_t = h_t − h_t(base):
-      z_t(base) + Δh_t Uᵀ through the loss (or ⟨upstream_t, Δh_t⟩ in layer mode) minus the
-      base L_t computed by the same function.
+      ⟨upstream_t, Δh_t⟩ in layer mode, else gradcheck's exact differences for
+      Δz_t = Δh_t Uᵀ (log Σ ŷ e^Δz − y·Δz, …; its compiled loss_step on real rows), so no
+      L_t is subtracted from another. Real steps run the cells' compiled kernels into
+      preallocated buffers (sequence.FAST), complex ones the cells' numpy steps.
   output layer (U, b_y): the hidden states are the base model's and only z_t[i] moves:
-      gradcheck.element_losses' exact output path on the B·T steps taken as one sequence.
+      gradcheck.element_losses' exact output path on the T·B steps taken as one sequence.
   perturbed copies (the GRU's n block of W, and b_hn, whose change is multiplied by r
-      inside the cell; directional mode for every parameter but U and b_y): P parameter
-      copies with a leading axis through sequence.forward(problem, params={name: P × shape}).
+      inside the cell; directional mode for every parameter): P parameter copies with a
+      leading axis through sequence.forward(problem, params={name: P × shape}), the loss
+      change from Δz_t as above (U and b_y: on the base hidden states, no forward pass).
 
 complex_step runs complex128 through the same cells (the kicks are i·ε).
 """
@@ -42,9 +45,8 @@ from .problem import Problem
 
 OUTPUT_PATH = ("U", "b_y")
 INITS = ("h_init", "c_init")
-PER_SEQUENCE = ("inputs",)          # and h_init / c_init when they are B × H
-# rows of a chunk of the rank-one recurrence: the cell's dozen (rows, H) temporaries per
-# step stay in L2 and numpy's per-call cost (~40 calls a step) is shared by many rows
+# rows of a chunk of the rank-one recurrence: numpy's per-call cost (~15 calls a step with
+# the compiled cells, ~40 without) is shared by many rows; 256-2048 measured alike
 CHUNK_ROWS = 1024
 
 
@@ -65,7 +67,7 @@ def as_vanilla(p: Problem, names) -> rnn.Problem | None:
 
 # --- the base model, time-major ---
 
-def _time_major(x, batched: bool, feature: bool = True) -> np.ndarray:
+def _time_major(x, batched: bool) -> np.ndarray:
     """(B ×) T (× F) as a contiguous T × B (× F)."""
     if not batched:
         x = x[None]
@@ -111,8 +113,8 @@ class _Base:
             self.scored = np.ones((T, B), dtype=bool) if p.scored is None else tm(p.scored)
             self.y, self.z = tm(p.targets), tm(cache.z)
             self.UT = np.ascontiguousarray(w.U.T)
+            self.yhat = tm(cache.yhat)
             self.steps_as_one, self.steps_cache = self._as_one_sequence()
-            self.yhat = _time_major(cache.yhat, p.batched)
             self.loss_code = kernels.LOSSES.get((p.loss, p.output_activation)) if gc.FUSED \
                 else None
             active = self.scored.any(axis=1)
@@ -129,8 +131,8 @@ class _Base:
         one = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
                           output_activation=p.output_activation, targets=self.y.reshape(-1, N),
                           scored=self.scored.reshape(-1), loss=p.loss, reduction="sum")
-        yhat = _time_major(self.cache.yhat, p.batched).reshape(-1, N)
-        return one, rnn.Cache(one, None, self.h.reshape(-1, H), self.z.reshape(-1, N), yhat)
+        return one, rnn.Cache(one, None, self.h.reshape(-1, H), self.z.reshape(-1, N),
+                              self.yhat.reshape(-1, N))
 
     def loss_change(self, index, dz):
         """L_t(z + dz) − L_t(z) at flat steps `index` (S) for dz S × M × N, unscored steps
