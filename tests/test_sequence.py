@@ -488,3 +488,30 @@ def test_compiled_exp_sigmoid_tanh_are_accurate():
     assert list(apply(np.array([-1e4, 1e4]), 2)) == [-1.0, 1.0]
     for which in range(3):      # an overflow upstream must surface, not be clamped away
         assert np.isnan(apply(np.array([np.nan]), which)[0])
+
+
+def test_reused_buffers_never_overwrite_arrays_still_held():
+    """sequence.BUFFERS hands a buffer out again only when no view of it is left."""
+    p, q = make("lstm", B=3, T=6, seed=30), make("lstm", B=3, T=6, seed=31)
+    c = sequence.forward(p)
+    held = (c.h, c.c, c.yhat, c.steps[2][0])
+    copies = [a.copy() for a in held]
+    grads, _ = sequence.backward(c, diagnostics=False)
+    saved = {n: g.copy() for n, g in grads.items()}
+    del c
+    for _ in range(3):
+        sequence.backward(sequence.forward(q), diagnostics=False)
+    for a, b in zip(held, copies):
+        close(a, b, 0)
+    for n in saved:
+        close(grads[n], saved[n], 0)
+
+
+def test_buffers_are_reused_once_released():
+    pool = sequence.Buffers(limit=1 << 20, largest=1 << 19)
+    a = pool.empty((10, 10))
+    assert pool.empty((10, 10)).base is not a.base      # a is still held
+    base = id(a.base)                                   # (holding the base would keep it busy)
+    del a
+    assert id(pool.empty((5, 7)).base) == base
+    assert pool.empty((1 << 17,)).base is None            # over `largest`: a fresh array
