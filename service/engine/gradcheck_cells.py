@@ -327,14 +327,15 @@ def _is_copy(p: Problem, name: str, flat: np.ndarray) -> np.ndarray:
     return np.zeros(len(flat), dtype=bool)
 
 
-def copies_losses(base: _Base, name: str, changes: np.ndarray) -> np.ndarray:
-    """Σ_t ΔL_t for θ + changes[k] (changes: P × shape, real or complex), in chunks."""
+def copies_losses(base: _Base, name: str, count: int, changes) -> np.ndarray:
+    """Σ_t ΔL_t for θ + d_k, k < count, in chunks: changes(ks) gives the d_k (len(ks) ×
+    shape, real or complex) of one chunk, so memory stays bounded."""
     p = base.p
     theta = _parameter(p, name)
     size = _copies_chunk(p, theta.size)
     out = []
-    for lo in range(0, len(changes), size):
-        d = changes[lo:lo + size]
+    for lo in range(0, count, size):
+        d = changes(np.arange(lo, min(lo + size, count)))
         if name in OUTPUT_PATH:
             out.append(_output_changes(base, name, d))
             continue
@@ -377,11 +378,11 @@ def _parameter(p: Problem, name: str) -> np.ndarray:
     return p.inputs if name == "inputs" else getattr(p.weights, name)
 
 
-def _unit_changes(shape, flat: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """s·e_k for every flat index k and step s: (len(flat)·len(steps)) × shape."""
+def _unit_changes(shape, flat: np.ndarray, steps: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Item k = (flat index flat[k // K], step steps[k % K]) as s·e_i, for the ks: ks × shape."""
     K = len(steps)
-    d = np.zeros((len(flat) * K, int(np.prod(shape))), dtype=steps.dtype)
-    d[np.arange(len(d)), np.repeat(flat, K)] = np.tile(steps, len(flat))
+    d = np.zeros((len(ks), int(np.prod(shape))), dtype=steps.dtype)
+    d[np.arange(len(ks)), flat[ks // K]] = steps[ks % K]
     return d.reshape(-1, *shape)
 
 
@@ -403,7 +404,8 @@ def element_losses(base: _Base, name: str, flat: np.ndarray, steps: np.ndarray) 
     if copy.any():
         shape = _parameter(base.p, name).shape
         where = np.flatnonzero(np.repeat(copy, K))
-        out[where] = copies_losses(base, name, _unit_changes(shape, flat[copy], steps))
+        out[where] = copies_losses(base, name, len(where),
+                                   lambda ks: _unit_changes(shape, flat[copy], steps, ks))
     if not copy.all():
         rank_one = np.flatnonzero(~copy)
         items = element_items(base, name, flat[rank_one], steps)
@@ -417,8 +419,10 @@ def directional_losses(base: _Base, name: str, directions: np.ndarray,
     """L(θ + s·u) − L(θ) for every direction u (rows, flattened) and step s."""
     shape = _parameter(base.p, name).shape
     K = len(steps)
-    changes = (np.repeat(directions, K, axis=0) * np.tile(steps, len(directions))[:, None])
-    return copies_losses(base, name, changes.reshape(-1, *shape)).reshape(len(directions), K)
+
+    def changes(ks):
+        return (directions[ks // K] * steps[ks % K][:, None]).reshape(-1, *shape)
+    return copies_losses(base, name, len(directions) * K, changes).reshape(len(directions), K)
 
 
 # --- the check ---
