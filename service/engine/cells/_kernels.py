@@ -99,3 +99,20 @@ def scatter_add_rows(out, index, rows):
         o = out[index[r]]
         for j in range(rows.shape[1]):
             o[j] += rows[r, j]
+
+
+@njit(f"void({F2}, {F2}, {F1})", **OPTS)
+def softmax_rows(z, out, lse):
+    """out = softmax(z) and lse = log Σ e^z, row by row, from one exp pass."""
+    for r in range(z.shape[0]):
+        m = z[r, 0]
+        for j in range(1, z.shape[1]):
+            m = max(m, z[r, j])
+        for j in range(z.shape[1]):
+            out[r, j] = exp(z[r, j] - m)
+        total = 0.0
+        for j in range(z.shape[1]):
+            total += out[r, j]
+        for j in range(z.shape[1]):
+            out[r, j] /= total
+        lse[r] = m + math.log(total)

@@ -109,11 +109,12 @@ def _forward_after(a, Wh, b_hn, h_prev, h, q):
             a[b, j] = k.sigmoid(a[b, j] + Wh[b, j])
         for j in range(H):
             q[b, j] = Wh[b, 2 * H + j] + b_hn[j]
-        for j in range(H):                              # n
-            a[b, 2 * H + j] = k.tanh(a[b, 2 * H + j] + a[b, j] * q[b, j])
+        for j in range(H):                              # n, in h for now (a loop that
+            h[b, j] = k.tanh(a[b, 2 * H + j] + a[b, j] * q[b, j])    # writes one block of a
+        for j in range(H):                              # while reading another is not
+            a[b, 2 * H + j] = h[b, j]                   # vectorized)
         for j in range(H):
-            n = a[b, 2 * H + j]
-            h[b, j] = n + a[b, H + j] * (h_prev[b, j] - n)
+            h[b, j] += a[b, H + j] * (h_prev[b, j] - h[b, j])
 
 
 @njit(f"void({k.F2}, {k.F2}, {k.F2}, {k.F2})", **k.OPTS)
@@ -133,8 +134,9 @@ def _forward_n(a, Wh_n, h_prev, h):
         for j in range(H):
             a[b, 2 * H + j] = k.tanh(a[b, 2 * H + j] + Wh_n[b, j])
         for j in range(H):
-            n = a[b, 2 * H + j]
-            h[b, j] = n + a[b, H + j] * (h_prev[b, j] - n)
+            h[b, j] = a[b, 2 * H + j]
+        for j in range(H):
+            h[b, j] += a[b, H + j] * (h_prev[b, j] - h[b, j])
 
 
 @njit(f"void({k.F2}, {k.F2}, {k.F2}, {k.F2}, {k.F2}, {k.F2}, {k.F2})", **k.OPTS)
