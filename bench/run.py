@@ -2,6 +2,10 @@
 this one run. Prints a table and writes bench/results.md with the machine it ran on.
 
     python bench/run.py [--quick]     (from the project root, in bench/.venv: needs torch)
+
+`--only cells golden` runs only the v1.1 engine's LSTM/GRU rows against torch.nn.LSTM/GRU and
+the live re-check of tests/golden/torch_*.json (bench/cells_vs_torch.py); those keep their own
+section of bench/results.md, so a run of only them leaves the rest of the file as it was.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import cells_vs_torch  # noqa: E402
 import problems  # noqa: E402
 import server  # noqa: E402
 import torch_ref  # noqa: E402
@@ -333,6 +338,20 @@ def bench_gradcheck(table: Table, quick: bool) -> None:
                        "subset and extrapolated); accuracy and how torch was timed: bench/gradcheck_results.md")
 
 
+# --- the v1.1 engine's gated cells vs torch.nn.LSTM / GRU, golden files re-checked live ---
+# (bench/cells_vs_torch.py: its rows go into its own table and section of bench/results.md)
+
+CELL_PARTS = ("cells", "golden")
+
+
+def bench_cells(table: Table, quick: bool) -> None:
+    cells_vs_torch.bench_cells(quick)
+
+
+def bench_golden(table: Table, quick: bool) -> None:
+    cells_vs_torch.bench_golden(quick)
+
+
 # --- memory: peak RSS of a worker for the largest request the default limits take ---
 
 LARGEST = {  # name -> (D, H, N, T, encoding, include): at the body, work or T²·H limits
@@ -382,7 +401,8 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--only", nargs="*", default=["engine", "http", "throughput", "gradcheck", "memory"])
+    parser.add_argument("--only", nargs="*", default=["engine", "http", "throughput", "gradcheck", "memory",
+                                                      *CELL_PARTS])
     args = parser.parse_args()
     os.chdir(ROOT)
     info = machine()
@@ -393,7 +413,15 @@ def main() -> None:
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for note in table.notes:
         print("note:", note)
-    write_results(info, table)
+    if any(part not in CELL_PARTS for part in args.only):
+        write_results(info, table)
+    if any(part in CELL_PARTS for part in args.only):
+        argv = " ".join(sys.argv[1:])
+        if os.environ.get("MAKELEVEL"):
+            command = f'make bench BENCH_ARGS="{argv}"' if argv else "make bench"
+        else:
+            command = f"bench/run.py {argv}".strip()
+        cells_vs_torch.write_section(info, command)
 
 
 def write_results(info: dict, table: Table) -> None:
