@@ -393,11 +393,12 @@ def test_hidden_grad_norms_are_the_total_state_derivative(cell, reset):
 
 @pytest.mark.parametrize("cell,reset", CELL_CASES)
 @pytest.mark.parametrize("B", [None, 2])
-def test_perturbation_axis_equals_a_loop_of_single_forwards(cell, reset, B):
-    p = make(cell, reset, B=B, per_sequence_init=B is not None, seed=16)
+@pytest.mark.parametrize("tokens", [False, True])
+def test_perturbation_axis_equals_a_loop_of_single_forwards(cell, reset, B, tokens):
+    p = make(cell, reset, B=B, per_sequence_init=B is not None, tokens=tokens, seed=16)
     rng = np.random.default_rng(0)
     base = params_of(p)
-    for names in (list(base), ["W"], ["inputs", "h_init"]):
+    for names in (list(base), ["W"], ["V"], ["b_h"], ["h_init"] + ([] if tokens else ["inputs"])):
         pert = {n: base[n] + 0.1 * rng.normal(size=(3, *base[n].shape)) for n in names}
         batch = sequence.forward(p, pert)
         assert batch.loss.shape == (3,)

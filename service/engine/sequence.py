@@ -117,8 +117,7 @@ def forward(problem: Problem, params: dict[str, np.ndarray] | None = None) -> Ca
 
     fast = FAST and P is None and dtype == np.float64
     new = BUFFERS.empty if fast else np.empty
-    xd = _input_drive(problem, arrays["V"], arrays["inputs"], P, new).astype(dtype, copy=False)
-    xd += pb(arrays["b_h"])
+    xd = _input_drive(problem, arrays["V"], pb(arrays["b_h"]), arrays["inputs"], P, new)
     b_hn = arrays["b_hn"] if arrays["b_hn"] is not None else np.zeros(H)
     step = StepParams(arrays["W"], problem.hidden_activation, problem.gru_reset, pb(b_hn))
     s_init = _initial_state(problem, arrays, lead, dtype)
@@ -192,26 +191,28 @@ def _tm(x, batched: bool, feature: bool = True):
     return np.moveaxis(x, -2 if feature else -1, 0)
 
 
-def _input_drive(problem: Problem, V, inputs, P, new=np.empty) -> np.ndarray:
-    """V x_t for every step and sequence, T × (P ×) B × G·H, fresh (b_h is added in place);
-    `new` allocates the float64 result without P."""
+def _input_drive(problem: Problem, V, b_h, inputs, P, new=np.empty) -> np.ndarray:
+    """V x_t + b_h for every step and sequence, T × (P ×) B × G·H, a fresh array (`new`
+    allocates it on the float64 path without P)."""
     VT = np.swapaxes(V, -1, -2)
     if problem.tokens is not None:
         tok = _tm(problem.tokens, problem.batched, feature=False)
-        if VT.ndim == 2 and VT.dtype == np.float64:
-            return np.take(VT, tok, axis=0, out=new((*tok.shape, VT.shape[1])))  # rows of Vᵀ
-        if VT.ndim == 2:
-            return VT[tok]
-        return np.ascontiguousarray(np.moveaxis(VT[:, tok], 1, 0))
+        table = VT + b_h                             # D rows: b_h added once, not T B times
+        if table.ndim == 2 and table.dtype == np.float64:
+            return np.take(table, tok, axis=0, out=new((*tok.shape, table.shape[1])))
+        if table.ndim == 2:
+            return table[tok]
+        return np.ascontiguousarray(np.moveaxis(table[:, tok], 1, 0))
     x = _tm(inputs, problem.batched)
-    if VT.ndim == 2 and x.ndim == 3 and np.result_type(x, VT) == np.float64:
+    if VT.ndim == 2 and b_h.ndim == 1 and x.ndim == 3 and np.result_type(x, VT, b_h) == np.float64:
         T, B, D = x.shape
         out = new((T, B, VT.shape[1]))
         np.matmul(x.reshape(T * B, D), VT, out=out.reshape(T * B, -1))       # one GEMM
+        out += b_h
         return out
-    if x.ndim == 3 and VT.ndim == 3:                 # P only in V: T × 1 × B × D
+    if x.ndim == 3 and P is not None:                # P only in the weights: T × 1 × B × D
         x = x[:, None]
-    return x @ VT
+    return x @ VT + b_h
 
 
 def _initial_state(problem: Problem, arrays, lead, dtype) -> np.ndarray:
