@@ -339,10 +339,7 @@ def copies_losses(base: _Base, name: str, count: int, changes) -> np.ndarray:
         if name in OUTPUT_PATH:
             out.append(_output_changes(base, name, d))
             continue
-        params = {name: theta[None] + d}
-        if name == "b_h":      # sequence.forward adds a P-axis b_h in place to a drive without
-            params["V"] = np.broadcast_to(p.weights.V, (len(d), *p.weights.V.shape))  # P: a P-axis V gives it one
-        c = sequence.forward(p, params)
+        c = sequence.forward(p, {name: theta[None] + d})
         if p.layer:
             dh = np.moveaxis(c.h - base.cache.h, 0, -1)                # (B ×) T × H × P
             up = p.upstream[..., None]
