@@ -272,7 +272,7 @@ def test_models_join_at_their_first_step_and_unused_tokens_never_run(monkeypatch
 # --- the engine's own forward on a P-axis override of b_h alone (found by these checks) ---
 
 def test_engine_forward_takes_a_p_axis_b_h_alone():
-    """sequence.py up to e17134b added a (P, 1, G·H) b_h in place to a drive without the P
+    """sequence.py before ce75995 added a (P, 1, G·H) b_h in place to a drive without the P
     axis (`xd += pb(b_h)`, ValueError); directional checks of b_h need it."""
     p = make(cell="lstm")
     b = p.weights.b_h
