@@ -457,13 +457,19 @@ def test_compiled_steps_equal_the_numpy_steps(cell, reset, act, monkeypatch):
         monkeypatch.setattr(sequence, "FAST", fast)
         c = sequence.forward(p)
         assert c.fast == fast
-        runs.append((c, *sequence.backward(c, diagnostics=False)))
-    (c1, g1, _), (c2, g2, _) = runs
+        runs.append((c, sequence.backward(c, diagnostics=False),
+                     sequence.backward(c, 2, include=("b_h_terms",)),
+                     sequence.backward(c, include=("b_h_terms", "jacobian_norms"))))
+    (c1, *answers1), (c2, *answers2) = runs
     for field in ("h", "c", "z", "step_losses", "loss"):
         if getattr(c1, field) is not None:
             close(getattr(c1, field), getattr(c2, field), 1e-14)
-    for name in g1:
-        close(g1[name], g2[name], 1e-13)
+    for (g1, b1), (g2, b2) in zip(answers1, answers2):
+        for name in g1:
+            close(g1[name], g2[name], 1e-13)
+        for name in ("b_h_by_step", "hidden_grad_norms", "b_h_terms", "jacobian_norms"):
+            if b1 is not None and getattr(b1, name) is not None:
+                close(np.nan_to_num(getattr(b1, name)), np.nan_to_num(getattr(b2, name)), 1e-13)
 
 
 def test_compiled_exp_sigmoid_tanh_are_accurate():

@@ -351,26 +351,39 @@ def _reverse(cache: Cache, ds_out):
 def _rows_sweep(cache: Cache, ds_out, K: int, keep_terms: bool, norms: bool):
     """Every L_t backpropagated on its own, as row t of R (dL_t/ds_k while k runs down),
     through at most K steps: the truncated gradient, dL_t/db_h by t, the unrolled terms."""
-    step_backward, step = _backward_step(cache), cache.step
+    step, cell = cache.step, CELLS[cache.problem.cell]
     T, B, S = ds_out.shape
-    GH = cache.step.W.shape[0]
+    GH = step.W.shape[0]
     R = np.zeros((T, B, S))
-    dxd = np.empty((T, B, GH))
-    d_rec = np.empty((T, B, GH))
+    dxd = BUFFERS.empty((T, B, GH))
+    d_rec = BUFFERS.empty((T, B, GH))
     by_step = np.zeros((T, GH))
     terms = np.zeros((T, T, GH)) if keep_terms else None
     total = np.empty((T, B)) if norms else None
+    fast = cache.fast and FAST
+    if fast:        # the compiled steps on K·B rows (the kernels map row r to sequence r % B)
+        m = min(K, T) * B
+        work = cell.scratch((m,), step.H)
+        bufs = (np.empty((m, GH)), np.empty((m, GH)), np.empty((m, S)))
     for k in range(T - 1, -1, -1):
         R[k] = ds_out[k]
-        rows = slice(k, min(k + K, T))               # the L_t that still reach step k
+        lo, hi = k, min(k + K, T)                    # the L_t that still reach step k
         if norms:
-            ds = R[rows].sum(axis=0)
+            ds = R[lo:hi].sum(axis=0)
             total[k] = np.sqrt(np.einsum("bs,bs->b", ds, ds))
-        dxd_r, R[rows], d_rec_r = step_backward(R[rows], cache.steps[k], step)
+        if fast:
+            m = (hi - lo) * B
+            out = (bufs[0][:m], bufs[1][:m], bufs[2][:m], tuple(w[:m] for w in work))
+            dxd_r, ds_prev, d_rec_r = cell.step_backward(R[lo:hi].reshape(m, S), cache.steps[k],
+                                                         step, out)
+            R[lo:hi] = ds_prev.reshape(hi - lo, B, S)
+            dxd_r, d_rec_r = dxd_r.reshape(hi - lo, B, GH), d_rec_r.reshape(hi - lo, B, GH)
+        else:
+            dxd_r, R[lo:hi], d_rec_r = cell.step_backward(R[lo:hi], cache.steps[k], step)
         term = dxd_r.sum(axis=1)                     # dL_t/da_k · ∂a_k/∂b_h, over the batch
-        by_step[rows] += term
+        by_step[lo:hi] += term
         if keep_terms:
-            terms[rows, k] = term
+            terms[lo:hi, k] = term
         dxd[k] = dxd_r.sum(axis=0)
         d_rec[k] = d_rec_r.sum(axis=0)
     return dxd, d_rec, R[:K].sum(axis=0), by_step, terms, total

@@ -143,11 +143,12 @@ def _forward_n(a, Wh_n, h_prev, h):
 def _backward_after(dh, gates, h_prev, q, dxd, d_rec, dh_prev):
     H = dh.shape[1]
     for b in range(dh.shape[0]):
+        c = b % gates.shape[0]          # the gradient may hold several rows per sequence
         for j in range(H):
-            r, z, n, d = gates[b, j], gates[b, H + j], gates[b, 2 * H + j], dh[b, j]
+            r, z, n, d = gates[c, j], gates[c, H + j], gates[c, 2 * H + j], dh[b, j]
             da_n = d * (1.0 - z) * (1.0 - n * n)
-            da_z = d * (h_prev[b, j] - n) * z * (1.0 - z)
-            da_r = da_n * q[b, j] * r * (1.0 - r)
+            da_z = d * (h_prev[c, j] - n) * z * (1.0 - z)
+            da_r = da_n * q[c, j] * r * (1.0 - r)
             dxd[b, j] = d_rec[b, j] = da_r
             dxd[b, H + j] = d_rec[b, H + j] = da_z
             dxd[b, 2 * H + j] = da_n
@@ -159,10 +160,11 @@ def _backward_after(dh, gates, h_prev, q, dxd, d_rec, dh_prev):
 def _backward_zn(dh, gates, h_prev, dxd, dh_prev):
     H = dh.shape[1]
     for b in range(dh.shape[0]):
+        c = b % gates.shape[0]
         for j in range(H):
-            z, n, d = gates[b, H + j], gates[b, 2 * H + j], dh[b, j]
+            z, n, d = gates[c, H + j], gates[c, 2 * H + j], dh[b, j]
             dxd[b, 2 * H + j] = d * (1.0 - z) * (1.0 - n * n)
-            dxd[b, H + j] = d * (h_prev[b, j] - n) * z * (1.0 - z)
+            dxd[b, H + j] = d * (h_prev[c, j] - n) * z * (1.0 - z)
             dh_prev[b, j] = d * z
 
 
@@ -170,7 +172,8 @@ def _backward_zn(dh, gates, h_prev, dxd, dh_prev):
 def _backward_r(dq, gates, h_prev, dxd, dh_prev):
     H = dq.shape[1]
     for b in range(dq.shape[0]):
+        c = b % gates.shape[0]
         for j in range(H):
-            r = gates[b, j]
-            dxd[b, j] = dq[b, j] * h_prev[b, j] * r * (1.0 - r)
+            r = gates[c, j]
+            dxd[b, j] = dq[b, j] * h_prev[c, j] * r * (1.0 - r)
             dh_prev[b, j] += dq[b, j] * r

@@ -91,12 +91,13 @@ def _forward(a, Wh, s_prev, s, tc):
 def _backward(ds, gates, s_prev, tc, da, ds_prev):
     H = tc.shape[1]
     for b in range(ds.shape[0]):
+        c = b % gates.shape[0]          # the gradient may hold several rows per sequence
         for j in range(H):
-            i, f, g, o = gates[b, j], gates[b, H + j], gates[b, 2 * H + j], gates[b, 3 * H + j]
-            dh, t = ds[b, j], tc[b, j]
+            i, f, g, o = gates[c, j], gates[c, H + j], gates[c, 2 * H + j], gates[c, 3 * H + j]
+            dh, t = ds[b, j], tc[c, j]
             dc = ds[b, H + j] + dh * o * (1.0 - t * t)
             da[b, j] = dc * g * i * (1.0 - i)
-            da[b, H + j] = dc * s_prev[b, H + j] * f * (1.0 - f)
+            da[b, H + j] = dc * s_prev[c, H + j] * f * (1.0 - f)
             da[b, 2 * H + j] = dc * i * (1.0 - g * g)
             da[b, 3 * H + j] = dh * t * o * (1.0 - o)
             ds_prev[b, H + j] = dc * f

@@ -83,14 +83,15 @@ def _forward(a, Wh, h, code):
 
 @njit(f"void({F2}, {F2}, {F2}, {F2}, int64)", **OPTS)
 def _backward(dh, a, h, da, code):
-    for b in range(a.shape[0]):
+    for b in range(dh.shape[0]):
+        c = b % a.shape[0]              # the gradient may hold several rows per sequence
         for j in range(a.shape[1]):
             if code == 0:
-                s = 1.0 - h[b, j] * h[b, j]
+                s = 1.0 - h[c, j] * h[c, j]
             elif code == 1:
-                s = h[b, j] * (1.0 - h[b, j])
+                s = h[c, j] * (1.0 - h[c, j])
             elif code == 2:
-                s = 1.0 if a[b, j] > 0.0 else 0.0
+                s = 1.0 if a[c, j] > 0.0 else 0.0
             else:
                 s = 1.0
             da[b, j] = dh[b, j] * s
