@@ -6,14 +6,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from .base import StrictModel
+from .base import Integer, StrictModel
 from .problem import ParameterName, ProblemIn
 
 Method = Literal["central", "forward", "complex_step", "richardson", "taylor"]
 Mode = Literal["full", "sample", "directional"]
 NonNegative = Annotated[float, Field(ge=0)]
 MAX_SAMPLES = 1_000_000
-PARAMETERS = ("V", "W", "U", "b_h", "b_y", "h_init")
 
 
 class CheckOptions(StrictModel):
@@ -27,25 +26,27 @@ class CheckOptions(StrictModel):
     mode: Mode = Field("full", description=(
         "full: every element; sample: `samples` random elements per parameter; directional: "
         "`samples` random unit directions per parameter"))
-    samples: int = Field(10, ge=1, le=MAX_SAMPLES, description="for sample and directional")
-    seed: int = Field(0, ge=0, le=2 ** 63 - 1, description=(
-        "for sample and directional: parameter number k in (V, W, U, b_h, b_y, h_init) draws "
+    samples: Integer(ge=1, le=MAX_SAMPLES) = Field(10, description="for sample and directional")
+    seed: Integer(ge=0, le=2 ** 63 - 1) = Field(0, description=(
+        "for sample and directional: parameter number k in (V, W, U, b_h, b_y, h_init, b_hn, c_init, inputs) draws "
         "from numpy.random.default_rng([seed, k])"))
-    parameters: list[ParameterName] = Field(list(PARAMETERS), min_length=1, description=(
-        "the parameters to check, each named once (default all six)"))
+    parameters: list[ParameterName] | None = Field(None, min_length=1, description=(
+        "the parameters to check, each named once: any of V, W, U, b_h, b_y, h_init, b_hn, "
+        "c_init, inputs that the problem has (default: all it has; U and b_y only with an "
+        "output layer outside layer mode, c_init for the lstm, b_hn for the gru with "
+        "gru_reset after, inputs with dense inputs)"))
     rtol: NonNegative = Field(1e-5, description="an item passes if |a − n| ≤ atol + rtol·|n|")
     atol: NonNegative = Field(1e-8)
 
     @field_validator("parameters")
     @classmethod
     def _unique(cls, names):
-        if len(set(names)) != len(names):
-            raise PydanticCustomError("duplicate_parameter", "each parameter may be named once")
+        if names is not None and len(set(names)) != len(names):
+            raise PydanticCustomError("unique", "each parameter may be named once")
         return names
 
 
 class GradcheckIn(ProblemIn):
-    targets: list[Any] = Field(description="T entries: a class index, a vector of N numbers, or null")
     check: CheckOptions = Field(default_factory=CheckOptions)
 
 

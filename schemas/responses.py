@@ -4,6 +4,7 @@ The compute endpoints skip even model_construct: `shallow` gives the same dict s
 from the models' field lists."""
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, Field
 from pydantic_core import PydanticUndefined
 
@@ -59,3 +60,53 @@ def shallow(model: type[BaseModel], values: dict, exclude_none_fields: tuple[str
             continue
         out[name] = value
     return out
+
+
+# --- the bodies of /v1/forward and /v1/gradients, from the engine's arrays ---
+
+def step_list(values, scored):
+    """Per-step losses (T, or B × T) as lists with null on unscored steps (Python floats)."""
+    if values is None:
+        return None
+    if scored is None or scored.all():
+        return values.tolist()
+    if values.ndim == 2:
+        return [step_list(v, s) for v, s in zip(values, scored)]
+    return [v if s else None for v, s in zip(values.tolist(), scored.tolist())]
+
+
+def forward_body(out, scored) -> dict:
+    """`out`: the engine's outputs (hidden, cell, outputs, step_losses, loss) in the problem's
+    shapes; `cell` only for the lstm."""
+    body = {"outputs": out.outputs, "hidden": out.hidden}
+    if out.cell is not None:
+        body["cell"] = out.cell
+    T = out.hidden.shape[-2]
+    lead = out.hidden.shape[:-2]
+    body["loss"] = out.loss
+    body["step_losses"] = step_list(out.step_losses, scored) if out.step_losses is not None \
+        else (np.full((*lead, T), None).tolist())
+    return body
+
+
+def lower_triangle(J: np.ndarray) -> list:
+    """Jacobian norms T × T (or B × T × T) as lists, null for k > t (NaN in the engine)."""
+    if J.ndim == 3:
+        return [lower_triangle(j) for j in J]
+    return [[None if k > t else float(v) for k, v in enumerate(row)] for t, row in enumerate(J)]
+
+
+def gradients_body(out, grads: dict, bptt, scored, optional=("b_h_terms", "jacobian_norms")) -> dict:
+    """The forward fields, `gradients` in the canonical order of names, and `bptt`."""
+    body = forward_body(out, scored)
+    body["gradients"] = {name: grads[name] for name in GRADIENT_ORDER if name in grads}
+    diagnostics = {"b_h_by_step": bptt.b_h_by_step, "hidden_grad_norms": bptt.hidden_grad_norms}
+    if bptt.b_h_terms is not None:
+        diagnostics["b_h_terms"] = bptt.b_h_terms
+    if bptt.jacobian_norms is not None:
+        diagnostics["jacobian_norms"] = lower_triangle(bptt.jacobian_norms)
+    body["bptt"] = diagnostics
+    return body
+
+
+GRADIENT_ORDER = ("V", "W", "U", "b_h", "b_y", "h_init", "b_hn", "c_init", "inputs")

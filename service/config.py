@@ -12,6 +12,7 @@ SETTINGS = {
     "RNN_MAX_H": ("MAX_H", int, 4_096),
     "RNN_MAX_D": ("MAX_D", int, 4_096),
     "RNN_MAX_N": ("MAX_N", int, 4_096),
+    "RNN_MAX_B": ("MAX_B", int, 1_024),
     "RNN_MAX_BPTT_TERMS": ("MAX_BPTT_TERMS", int, 4_000_000),
     "RNN_MAX_WORK": ("MAX_WORK", float, 2e10),
     "RNN_GRADCHECK_MAX_WORK": ("GRADCHECK_MAX_WORK", float, 4e10),
@@ -31,5 +32,5 @@ def from_env(env=os.environ) -> dict:
 
 def limits(config) -> Limits:
     return Limits(max_T=config["MAX_T"], max_H=config["MAX_H"], max_D=config["MAX_D"],
-                  max_N=config["MAX_N"], max_bptt_terms=config["MAX_BPTT_TERMS"],
+                  max_N=config["MAX_N"], max_B=config["MAX_B"], max_bptt_terms=config["MAX_BPTT_TERMS"],
                   max_work=config["MAX_WORK"])

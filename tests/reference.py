@@ -94,7 +94,8 @@ def x_at(spec: Spec, t: int) -> np.ndarray:
         x = np.zeros(spec.D)
         x[spec.tokens[t]] = 1.0
         return x
-    return np.asarray(spec.inputs[t], dtype=float)
+    x = np.asarray(spec.inputs[t])
+    return x if np.iscomplexobj(x) else x.astype(float)   # complex inputs: complex step in x
 
 
 def run(spec: Spec, p: dict, h_shift: dict | None = None, a_shift: dict | None = None) -> dict:

@@ -1,6 +1,7 @@
 """/v1/forward and /v1/gradients through the Flask test client: every success and error class
 of the contract, exact JSON Pointers, problem+json on every error, exact float round-trips,
 and every number of a response against an independent autograd (tests/reference.py)."""
+import dataclasses
 import io
 import json
 
@@ -72,7 +73,12 @@ def test_gradients_answer_with_every_field(client, tokens):
     r = post(client, "/v1/gradients", {**ref.body(spec, p), "include": ["b_h_terms", "jacobian_norms"]})
     assert r.status_code == 200
     g = r.json
-    assert {k: np.shape(v) for k, v in g["gradients"].items()} == {k: p[k].shape for k in ref.PARAMS}
+    expected = {k: p[k].shape for k in ref.PARAMS}
+    if not tokens:                       # v1.1: dL/dx_t for dense inputs
+        expected["inputs"] = spec.inputs.shape
+        dx = ref.complex_step(lambda x: ref.run(dataclasses.replace(spec, inputs=x), p)["L"], spec.inputs)
+        assert ref.scaled_error(g["gradients"]["inputs"], dx) < 1e-12
+    assert {k: np.shape(v) for k, v in g["gradients"].items()} == expected
     assert np.shape(g["bptt"]["b_h_by_step"]) == (4, 3)
     assert np.shape(g["bptt"]["hidden_grad_norms"]) == (4,)
     assert np.shape(g["bptt"]["b_h_terms"]) == (4, 4, 3)
@@ -222,65 +228,66 @@ def no_targets(body):
 
 
 W_ = ("model", "weights")
-INVALID = {   # name: (make the body from SMALL, pointer)
-    "string number": (raw_with('"0.1"'), "/model/weights/V/0/0"),
-    "boolean number": (raw_with("true"), "/model/weights/V/0/0"),
-    "null number": (raw_with("null"), "/model/weights/V/0/0"),
-    "NaN literal": (raw_with("NaN"), "/model/weights/V/0/0"),
-    "Infinity literal": (raw_with("-Infinity"), "/model/weights/V/0/0"),
-    "1e400": (raw_with("1e400"), "/model/weights/V/0/0"),
-    "unknown top-level field": (edit(("tokenz",), [0]), "/tokenz"),
-    "unknown model field": (edit(("model", "hidden"), "tanh"), "/model/hidden"),
-    "unknown weights field": (edit(W_ + ("b",), [0.0]), "/model/weights/b"),
-    "missing weight": (lambda b: b["model"]["weights"].pop("U") and b, "/model/weights/U"),
-    "ragged V row": (edit(W_ + ("V", 1), [0.1, 0.2, 0.3]), "/model/weights/V/1"),
-    "ragged W row": (edit(W_ + ("W", 1), [0.1]), "/model/weights/W/1"),
-    "ragged inputs row": (dense([[0.0, 1.0], [1.0], [0.0, 0.0]]), "/inputs/1"),
-    "inputs columns != D": (dense([[0.0, 1.0, 2.0]] * 3), "/inputs/0"),
-    "V rows != H": (edit(W_ + ("V",), [[0.1, 0.2]] * 3), "/model/weights/V"),
-    "U columns != H": (edit(W_ + ("U",), [[1.0, 2.0, 3.0]] * 3), "/model/weights/U/0"),
-    "b_h wrong length": (edit(W_ + ("b_h",), [0.0]), "/model/weights/b_h"),
-    "b_y wrong length": (edit(W_ + ("b_y",), [0.0, 0.0]), "/model/weights/b_y"),
-    "h_init wrong length": (edit(("h_init",), [0.0, 0.0, 0.0]), "/h_init"),
-    "token out of range": (edit(("tokens",), [0, 2, 1]), "/tokens/1"),
-    "negative token": (edit(("tokens",), [0, 1, -1]), "/tokens/2"),
-    "fractional token": (edit(("tokens",), [0, 1.0, 1]), "/tokens/1"),
-    "empty tokens": (edit(("tokens",), []), "/tokens"),
-    "class target out of range": (edit(("targets",), [3, None, 0]), "/targets/0"),
-    "negative class target": (edit(("targets",), [2, None, -1]), "/targets/2"),
-    "boolean class target": (edit(("targets",), [2, True, 0]), "/targets/1"),
-    "vector target for cross_entropy": (edit(("targets",), [[0, 0, 1], None, 0]), "/targets/0"),
-    "targets wrong count": (edit(("targets",), [2, 0]), "/targets"),
-    "every target null": (edit(("targets",), [None, None, None]), "/targets"),
-    "BCE target outside [0, 1]": (with_head("sigmoid", [[0, 1, 0], None, [0, 1.5, 0]]), "/targets/2/1"),
-    "target vector wrong length": (with_head("identity", [[0, 1], None, [0, 1, 0]]), "/targets/0"),
-    "string in target vector": (with_head("identity", [[0, "1", 0], None, None]), "/targets/0/1"),
-    "both inputs and tokens": (both, ""),
-    "neither inputs nor tokens": (neither, ""),
+INVALID = {   # name: (make the body from SMALL, pointer, code)
+    "string number": (raw_with('"0.1"'), "/model/weights/V/0/0", "type"),
+    "boolean number": (raw_with("true"), "/model/weights/V/0/0", "type"),
+    "null number": (raw_with("null"), "/model/weights/V/0/0", "type"),
+    "NaN literal": (raw_with("NaN"), "/model/weights/V/0/0", "range"),
+    "Infinity literal": (raw_with("-Infinity"), "/model/weights/V/0/0", "range"),
+    "1e400": (raw_with("1e400"), "/model/weights/V/0/0", "range"),
+    "unknown top-level field": (edit(("tokenz",), [0]), "/tokenz", "unknown_field"),
+    "unknown model field": (edit(("model", "hidden"), "tanh"), "/model/hidden", "unknown_field"),
+    "unknown weights field": (edit(W_ + ("b",), [0.0]), "/model/weights/b", "unknown_field"),
+    "missing weight": (lambda b: b["model"]["weights"].pop("U") and b, "/model/weights/U", "required"),
+    "ragged V row": (edit(W_ + ("V", 1), [0.1, 0.2, 0.3]), "/model/weights/V/1", "shape"),
+    "ragged W row": (edit(W_ + ("W", 1), [0.1]), "/model/weights/W/1", "shape"),
+    "ragged inputs row": (dense([[0.0, 1.0], [1.0], [0.0, 0.0]]), "/inputs/1", "shape"),
+    "inputs columns != D": (dense([[0.0, 1.0, 2.0]] * 3), "/inputs/0", "shape"),
+    "V rows != H": (edit(W_ + ("V",), [[0.1, 0.2]] * 3), "/model/weights/V", "shape"),
+    "U columns != H": (edit(W_ + ("U",), [[1.0, 2.0, 3.0]] * 3), "/model/weights/U/0", "shape"),
+    "b_h wrong length": (edit(W_ + ("b_h",), [0.0]), "/model/weights/b_h", "shape"),
+    "b_y wrong length": (edit(W_ + ("b_y",), [0.0, 0.0]), "/model/weights/b_y", "shape"),
+    "h_init wrong length": (edit(("h_init",), [0.0, 0.0, 0.0]), "/h_init", "shape"),
+    "token out of range": (edit(("tokens",), [0, 2, 1]), "/tokens/1", "token_range"),
+    "negative token": (edit(("tokens",), [0, 1, -1]), "/tokens/2", "range"),
+    "fractional token": (edit(("tokens",), [0, 1.5, 1]), "/tokens/1", "type"),
+    "empty tokens": (edit(("tokens",), []), "/tokens", "size"),
+    "class target out of range": (edit(("targets",), [3, None, 0]), "/targets/0", "class_range"),
+    "negative class target": (edit(("targets",), [2, None, -1]), "/targets/2", "range"),
+    "boolean class target": (edit(("targets",), [2, True, 0]), "/targets/1", "type"),
+    "vector target for cross_entropy": (edit(("targets",), [[0, 0, 1], None, 0]), "/targets/0", "target_kind"),
+    "targets wrong count": (edit(("targets",), [2, 0]), "/targets", "shape"),
+    "every target null": (edit(("targets",), [None, None, None]), "/targets", "all_null"),
+    "BCE target outside [0, 1]": (with_head("sigmoid", [[0, 1, 0], None, [0, 1.5, 0]]), "/targets/2/1", "target_kind"),
+    "target vector wrong length": (with_head("identity", [[0, 1], None, [0, 1, 0]]), "/targets/0", "shape"),
+    "string in target vector": (with_head("identity", [[0, "1", 0], None, None]), "/targets/0/1", "type"),
+    "both inputs and tokens": (both, "", "exactly_one"),
+    "neither inputs nor tokens": (neither, "", "exactly_one"),
     "cross_entropy with sigmoid output": (with_head("sigmoid", [[0, 1, 0], None, None],
-                                                    "cross_entropy"), "/loss"),
-    "binary_cross_entropy with softmax": (edit(("loss",), "binary_cross_entropy"), "/loss"),
+                                                    "cross_entropy"), "/loss", "loss_activation"),
+    "binary_cross_entropy with softmax": (edit(("loss",), "binary_cross_entropy"), "/loss", "loss_activation"),
     "invalid hidden activation": (edit(("model", "hidden_activation"), "softplus"),
-                                  "/model/hidden_activation"),
+                                  "/model/hidden_activation", "enum"),
     "invalid output activation": (edit(("model", "output_activation"), "tanh"),
-                                  "/model/output_activation"),
-    "invalid loss": (edit(("loss",), "hinge"), "/loss"),
-    "invalid reduction": (edit(("reduction",), "max"), "/reduction"),
-    "truncate 0": (edit(("truncate",), 0), "/truncate"),
-    "truncate not an integer": (edit(("truncate",), 1.5), "/truncate"),
-    "include unknown": (edit(("include",), ["jacobian_norms", "hessian"]), "/include/1"),
-    "gradients without targets": (no_targets, "/targets"),
-    "body not an object": (lambda b: [b], ""),
+                                  "/model/output_activation", "enum"),
+    "invalid loss": (edit(("loss",), "hinge"), "/loss", "enum"),
+    "invalid reduction": (edit(("reduction",), "max"), "/reduction", "enum"),
+    "truncate 0": (edit(("truncate",), 0), "/truncate", "range"),
+    "truncate not an integer": (edit(("truncate",), 1.5), "/truncate", "type"),
+    "include unknown": (edit(("include",), ["jacobian_norms", "hessian"]), "/include/1", "enum"),
+    "gradients without targets": (no_targets, "/targets", "required"),
+    "body not an object": (lambda b: [b], "", "type"),
 }
 
 
 @pytest.mark.parametrize("name", INVALID)
 def test_invalid_request_is_422_with_the_pointer(client, small_body, name):
-    make, pointer = INVALID[name]
+    make, pointer, code = INVALID[name]
     r = post(client, "/v1/gradients", make(small_body), headers={"X-Request-ID": "grader-7"})
     body = assert_problem(r, 422, pointer)
     assert r.headers["X-Request-ID"] == "grader-7"
-    assert all(set(e) == {"pointer", "detail"} and e["detail"] for e in body["errors"])
+    assert all(set(e) == {"pointer", "detail", "code"} and e["detail"] for e in body["errors"])
+    assert code in [e["code"] for e in body["errors"] if e["pointer"] == pointer], body["errors"]
 
 
 @pytest.mark.parametrize("make,pointer", [(neither, ""), (edit(("tokens",), []), "/tokens"),
@@ -335,7 +342,8 @@ def test_floats_round_trip_exactly(client, truncate):
     got = json.loads(r.get_data(as_text=True))          # Python's own parser, not orjson
     problem = engine_problem(GradientsIn.model_validate(body).arrays(limits(create_app().config)))
     cache = rnn.forward(problem)
-    grads = rnn.backward(cache, truncate).as_dict()
+    g = rnn.backward(cache, truncate)
+    grads = {**g.as_dict(), "inputs": g.inputs}           # dense inputs: dL/dx_t too
     assert got["outputs"] == cache.yhat.tolist() and got["hidden"] == cache.h.tolist()
     assert got["loss"] == float(cache.loss)
     assert got["step_losses"] == [float(v) if s else None
@@ -382,8 +390,11 @@ def test_every_number_agrees_with_an_independent_autograd(client, name):
     scored = [y is not None for y in spec.targets]
     expected = {
         "outputs": mine["yhat"], "hidden": mine["h"], "loss": mine["L"],
-        "step_losses": mine["L_t"][scored],
+        "step_losses": [ref.step_loss(spec.loss, spec.output, z, y)            # unreduced L_t
+                        for z, y in zip(mine["z"], spec.targets) if y is not None],
         **{f"gradients.{k}": v for k, v in ref.all_grads(spec, p).items()},
+        **({} if spec.inputs is None else {"gradients.inputs": ref.complex_step(
+            lambda x: ref.run(dataclasses.replace(spec, inputs=x), p)["L"], spec.inputs)}),
         "bptt.b_h_by_step": ref.b_h_by_step(spec, p).T,
         "bptt.hidden_grad_norms": ref.hidden_grad_norms(spec, p),
     }

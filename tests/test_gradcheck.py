@@ -2,6 +2,7 @@
 forward pass (perturbed losses, complex-step gradients computed here, not by the engine)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -13,6 +14,7 @@ from schemas.gradcheck import GradcheckIn
 from schemas.limits import Limits
 from service import create_app
 from service.api.common import engine_problem
+from service.engine import evaluate, gradcheck_cells
 from service.engine import gradcheck as gc
 from service.engine import rnn
 
@@ -39,6 +41,16 @@ def problem_of(spec: ref.Spec, p: dict) -> rnn.Problem:
     return engine_problem(GradcheckIn.model_validate(ref.body(spec, p)).arrays(Limits()))
 
 
+def exact_grads(spec: ref.Spec, p: dict) -> dict:
+    """Complex-step gradients of every parameter the problem has: with dense inputs, dL/dx_t
+    too (v1.1's default for gradcheck)."""
+    exact = ref.all_grads(spec, p)
+    if spec.inputs is not None:
+        exact["inputs"] = ref.complex_step(
+            lambda x: ref.run(dataclasses.replace(spec, inputs=x), p)["L"], spec.inputs)
+    return exact
+
+
 def post(client, spec, p, **check):
     return client.post("/v1/gradcheck", json={**ref.body(spec, p), "check": check})
 
@@ -59,10 +71,10 @@ def test_every_method_passes_with_its_accuracy(client, kind, method):
     out = r.json
     assert out["passed"] is True and out["method"] == method
     assert out["eps"] == gc.DEFAULT_EPS[method]
-    assert list(out["parameters"]) == list(ref.PARAMS)
-    exact = ref.all_grads(spec, p)                       # independent complex-step gradients
+    exact = exact_grads(spec, p)                         # independent complex-step gradients
+    assert list(out["parameters"]) == list(exact)
     for name, rep in out["parameters"].items():
-        assert rep["passed"] and rep["failed"] == 0 and rep["checked"] == p[name].size
+        assert rep["passed"] and rep["failed"] == 0 and rep["checked"] == exact[name].size
         scale = np.abs(exact[name]).max()
         assert rep["max_abs_error"] <= ACCURACY[method] * scale, (name, rep)
         if method == "complex_step":
@@ -354,7 +366,9 @@ def test_over_budget_is_refused_before_any_work(client, monkeypatch):
 
 def test_what_fits_does_fit():
     spec, p = ref.random_problem(1, T=6, H=30, D=10, N=8, tokens=False)
-    full = gc.estimate(gc.Sizes.of(problem_of(spec, p)), gc.CheckSpec())[0]
+    problem = problem_of(spec, p)       # dense inputs: `inputs` is checked too (v1.1)
+    full = gc.estimate(gradcheck_cells.CellSizes.of(problem),
+                       gc.CheckSpec(parameters=evaluate.parameters(problem)))[0]
     client = create_app({"TESTING": True, "GRADCHECK_MAX_WORK": full / 2}).test_client()
     r = post(client, spec, p)
     assert r.status_code == 422

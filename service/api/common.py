@@ -9,10 +9,9 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 from schemas.base import parse
 from schemas.errors import RequestInvalid, WorkBudgetExceeded
 from schemas.limits import Limits
-from schemas.problem import ProblemArrays
 
 from .. import config, observability
-from ..engine.rnn import Problem, Weights
+from ..engine.problem import Problem, Weights
 
 
 def body(model):
@@ -48,15 +47,15 @@ def limits():
     return found
 
 
-def engine_problem(p: ProblemArrays) -> Problem:
-    problem = Problem(weights=Weights(p.V, p.W, p.U, p.b_h, p.b_y, p.h_init),
-                      hidden_activation=p.hidden_activation, output_activation=p.output_activation,
-                      inputs=p.inputs, tokens=p.tokens, targets=p.targets, scored=p.scored,
-                      loss=p.loss, reduction=p.reduction)
+def engine_problem(fields: dict) -> Problem:
+    """The engine's problem from the schemas' validated fields."""
+    problem = Problem(weights=Weights(**fields["weights"]),
+                      **{k: v for k, v in fields.items() if k != "weights"})
     if has_request_context():        # sizes for the access log and the metrics
-        w = problem.weights
-        observability.mark_compute_start({"T": problem.T, "H": w.W.shape[-1], "D": w.V.shape[-1],
-                                          "N": w.U.shape[-2]})
+        sizes = {"T": problem.T, "H": problem.H, "D": problem.D, "N": problem.N or 0}
+        if problem.batched:
+            sizes["B"] = problem.B
+        observability.mark_compute_start(sizes)
     return problem
 
 
@@ -74,7 +73,7 @@ def ensure_finite(**results) -> None:
             at = name + "".join(f"[{int(i)}]" for i in index)
             raise RequestInvalid([("/model/weights",
                                    f"the result overflowed: {at} is not finite in float64; "
-                                   "smaller weights, inputs or a shorter sequence would fit")])
+                                   "smaller weights, inputs or a shorter sequence would fit", "overflow")])
 
 
 _CONCATENATE_UP_TO = 1 << 16          # elements: past this one sum per array, no copy
@@ -99,13 +98,6 @@ def _finite_sum(values) -> bool:
         return total - total == 0.0
     except (TypeError, ValueError):
         return False
-
-
-def step_list(values: np.ndarray | None, scored: np.ndarray | None):
-    """Per-step losses as a list with null on unscored steps."""
-    if values is None:
-        return None
-    return [v if s else None for v, s in zip(values.tolist(), scored.tolist())]   # Python floats
 
 
 def check_work(work: float, advice: str, lim: Limits | None = None) -> None:

@@ -9,21 +9,30 @@ from schemas.errors import RequestInvalid, WorkBudgetExceeded
 from schemas.gradcheck import GradcheckIn
 
 from ..engine import gradcheck as gc
-from ..engine import rnn
+from ..engine import gradcheck_cells
+from ..engine import evaluate
+from ..engine.problem import Problem
 from .. import observability
 from .common import body, engine_problem, limits
 
 bp = Blueprint("gradcheck", __name__)
 
 
-def spec_of(req: GradcheckIn) -> gc.CheckSpec:
+def spec_of(req: GradcheckIn, problem: Problem) -> gc.CheckSpec:
+    """The check as the engine takes it; `parameters` defaults to all the problem has."""
     c = req.check
-    names = tuple(n for n in rnn.PARAMETERS if n in c.parameters)   # canonical order
+    has = evaluate.parameters(problem)
+    absent = [(i, n) for i, n in enumerate(c.parameters or ()) if n not in has]
+    if absent:
+        raise RequestInvalid([(f"/check/parameters/{i}", f"this problem has no {n}: its parameters "
+                                                         f"are {', '.join(has)}", "parameter_absent")
+                              for i, n in absent])
+    names = tuple(n for n in has if c.parameters is None or n in c.parameters)   # canonical order
     return gc.CheckSpec(method=c.method, mode=c.mode, eps=c.eps, samples=c.samples, seed=c.seed,
                         parameters=names, rtol=c.rtol, atol=c.atol)
 
 
-def check_budget(sizes: gc.Sizes, spec: gc.CheckSpec) -> None:
+def check_budget(sizes: gradcheck_cells.CellSizes, spec: gc.CheckSpec) -> None:
     """422 before any work when the estimated work is over RNN_GRADCHECK_MAX_WORK."""
     budget = current_app.config["GRADCHECK_MAX_WORK"]
     work, evaluations = gc.estimate(sizes, spec)
@@ -39,15 +48,16 @@ def check_budget(sizes: gc.Sizes, spec: gc.CheckSpec) -> None:
 def gradcheck():
     req = body(GradcheckIn)
     problem = engine_problem(req.arrays(limits()))
-    spec = spec_of(req)
-    check_budget(gc.Sizes.of(problem), spec)
+    spec = spec_of(req, problem)
+    check_budget(gradcheck_cells.CellSizes.of(problem), spec)
     try:
-        report = gc.gradcheck(problem, spec)
+        report = gradcheck_cells.gradcheck(problem, spec)
     except gc.NonFiniteLoss as e:
         if e.parameter is None:
             raise RequestInvalid([("/model/weights", "the loss or its gradient overflowed float64; "
-                                   "smaller weights, inputs or a shorter sequence would fit")]) from None
+                                   "smaller weights, inputs or a shorter sequence would fit",
+                                   "overflow")]) from None
         raise RequestInvalid([("/check/eps", f"with eps {spec.step:g} a numerical derivative of "
                                f"{e.parameter} is not finite in float64; use a step nearer the "
-                               f"default for {spec.method}")]) from None
+                               f"default for {spec.method}", "overflow")]) from None
     return dataclasses.asdict(report)

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 from flask import Blueprint, current_app
 
+from schemas.errors import RequestInvalid
 from schemas.grade import GradeIn
 from schemas.problems import ProblemsIn
 
@@ -20,6 +21,7 @@ bp = Blueprint("grade", __name__)
 def grade():
     req = body(GradeIn)
     problem = engine_problem(req.arrays(limits()))
+    refuse_ungradable(problem)
     submitted = req.submitted()
     lim = limits()
     check_work(rnn.estimate_work(problem.T, problem.H, problem.D, problem.N,
@@ -35,6 +37,18 @@ def grade():
         return grading.gradescope(result)
     return {"passed": result.passed, "score": result.score,
             "checks": [check_json(c) for c in result.checks]}
+
+
+def refuse_ungradable(p) -> None:
+    """The diagnoses know the lecture's cell on one sequence; anything else is a clear 422
+    until grading covers it, never a wrong verdict."""
+    where = [("/model/cell", f"grading the {p.cell} cell is not supported yet: use /v1/gradients "
+                             "and compare, or the lecture's rnn") if p.cell != "rnn" else None,
+             ("/inputs" if p.inputs is not None else "/tokens",
+              "grading a batch is not supported yet: send one sequence") if p.batched else None]
+    errors = [(w, d, "not_gradable") for w, d in filter(None, where)]
+    if errors:
+        raise RequestInvalid(errors)
 
 
 def check_json(check: grading.Check) -> dict:

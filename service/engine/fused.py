@@ -33,7 +33,7 @@ FORWARD_SIG = (f"float64({F2}, {F2}, {F2}, {F1}, {F1}, {F1}, int64[::1], {F2}, {
                f" int64, int64, int64, boolean, {F2}, {F2}, {F2}, {F2}, {F1})")
 BACKWARD_SIG = (f"void({F2}, {F2}, {F2}, {F1}, {F2}, {F2}, {F2}, {F2}, int64[::1], {F2}, {F2},"
                 f" boolean[::1], int64, int64, int64, boolean,"
-                f" {F2}, {F2}, {F2}, {F1}, {F1}, {F2}, {F1})")
+                f" {F2}, {F2}, {F2}, {F1}, {F1}, {F2}, {F2}, {F1})")
 
 
 @njit("float64(float64[::1], int64, int64)", **_OPTS)
@@ -222,8 +222,9 @@ def _by_step_forward(dh_out, slope, W, out):
 @njit(FORWARD_SIG, **_OPTS)
 def forward(V, W, U, b_h, b_y, h_init, tokens, inputs, targets, scored,
             hid, out, loss, mean, a, h, z, yhat, steps):
-    """Fills a, h, z, y^ (z itself for the identity output) and the step losses (reduction and
-    mask applied; skipped for loss NO_LOSS); returns L (NaN without a loss)."""
+    """Fills a, h, z, y^ (z itself for the identity output) and the step losses (unreduced L_t,
+    0 on unscored steps; skipped for loss NO_LOSS); returns L = scale · Σ_t L_t (NaN without a
+    loss)."""
     T, H = a.shape
     D, N = V.shape[1], U.shape[0]
     WT = np.ascontiguousarray(W.T)              # a_t = sum_j W[:, j] h_j: rows of W^T
@@ -271,16 +272,19 @@ def forward(V, W, U, b_h, b_y, h_init, tokens, inputs, targets, scored,
     scale, masked = loss_scale(scored, mean)
     if masked:
         for t in range(T):
-            steps[t] = steps[t] * scale if scored[t] else 0.0
-    return pairwise_sum(steps, 0, T)
+            if not scored[t]:
+                steps[t] = 0.0
+    total = pairwise_sum(steps, 0, T)
+    return total * scale if scale != 1.0 else total
 
 
 @njit(BACKWARD_SIG, **_OPTS)
 def backward(V, W, U, h_init, a, h, z, yhat, tokens, inputs, targets, scored,
-             hid, out, loss, mean, dz, dV, dW, db_h, dh_init, by_step, norms):
+             hid, out, loss, mean, dz, dV, dW, db_h, dh_init, dx, by_step, norms):
     """Full BPTT into dz (dL/dz_t, for dU and db_y: rnn computes those as its truncated
-    path does, so they stay equal bit for bit), dV, dW, db_h, dh_init and, unless by_step and
-    norms are empty, dL_t/db_h by step (T x H) and ||dL/dh_t|| (T)."""
+    path does, so they stay equal bit for bit), dV, dW, db_h, dh_init, dx (dL/dx_t, T x D,
+    unless empty) and, unless by_step and norms are empty, dL_t/db_h by step (T x H) and
+    ||dL/dh_t|| (T)."""
     T, H = a.shape
     N, D = U.shape[0], V.shape[1]
     diagnostics = by_step.shape[0] > 0
@@ -313,6 +317,9 @@ def backward(V, W, U, h_init, a, h, z, yhat, tokens, inputs, targets, scored,
                 carry[j] += g * W[i, j]
     dV[:, :] = 0.0
     dW[:, :] = 0.0
+    inputs_grad = dx.shape[0] > 0
+    if inputs_grad:
+        dx[:, :] = 0.0
     db_h[:] = da[0]                             # sums over t in numpy's axis-0 order
     for t in range(T):
         if t > 0:
@@ -325,6 +332,9 @@ def backward(V, W, U, h_init, a, h, z, yhat, tokens, inputs, targets, scored,
             else:
                 for k in range(D):
                     dV[i, k] += g * inputs[t, k]
+                if inputs_grad:
+                    for k in range(D):
+                        dx[t, k] += g * V[i, k]
             for j in range(H):
                 dW[i, j] += g * hp[j]
     if not diagnostics:

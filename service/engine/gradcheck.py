@@ -42,6 +42,7 @@ import numpy as np
 
 from . import gradcheck_kernels as kernels
 from . import rnn
+from .problem import PARAMETERS as ALL_PARAMETERS
 from .gradcheck_kernels import EXPM1_SERIES, SMALL, TANH_SERIES
 
 METHODS = ("central", "forward", "complex_step", "richardson", "taylor")
@@ -161,7 +162,7 @@ class Numerical:
 def combine(method: str, eps: float, losses: np.ndarray, analytic: np.ndarray,
             loss_size: float = 1.0) -> Numerical:
     """Derivatives from the loss changes L(θ + s·u) − L(θ) (items × offsets) of one
-    stencil; `loss_size` is Σ_t |L_t|, the scale of rounding noise in L."""
+    stencil; `loss_size` is scale · Σ_t |L_t|, the scale of rounding noise in L."""
     if method == "central":
         return Numerical((losses[:, 0] - losses[:, 1]).real / (2 * eps))
     if method == "forward":
@@ -537,8 +538,8 @@ def _directional_chunk(size: int, T: int, H: int, N: int) -> int:
 
 def _batched_model_losses(p: rnn.Problem, name: str, batch: np.ndarray, cache: rnn.Cache):
     if name in HIDDEN_PATH:                         # the engine's own batched forward
-        steps = rnn.forward(p, p.weights.replace(**{name: batch})).step_losses
-        return (steps - cache.step_losses[:, None]).sum(axis=0)
+        steps = rnn.forward(p, p.weights.replace(**{name: batch})).step_losses   # unreduced L_t
+        return (steps - cache.step_losses[:, None]).sum(axis=0) * p.loss_scale()
     S = np.flatnonzero(p.scored)                    # U, b_y: the base hidden states suffice
     h = cache.h[S]
     if name == "U":
@@ -546,13 +547,13 @@ def _batched_model_losses(p: rnn.Problem, name: str, batch: np.ndarray, cache: r
     else:
         z = (h @ p.weights.U.T)[:, None, :] + batch[None]
     per_step = rnn.step_losses(p.loss, p.output_activation, z, p.targets[S][:, None, :])
-    return (per_step * p.loss_scale() - cache.step_losses[S][:, None]).sum(axis=0)
+    return (per_step - cache.step_losses[S][:, None]).sum(axis=0) * p.loss_scale()
 
 
 # --- choosing what to check ---
 
 def rng_for(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, rnn.PARAMETERS.index(name)])
+    return np.random.default_rng([seed, ALL_PARAMETERS.index(name)])   # v1's six come first
 
 
 def sampled_indices(size: int, samples: int, seed: int, name: str) -> np.ndarray:
@@ -586,7 +587,7 @@ def gradcheck(problem: rnn.Problem, spec: CheckSpec) -> Report:
         report.evaluations += losses.size
         with np.errstate(all="ignore"):
             numerical = combine(spec.method, eps, losses, analytic,
-                                float(np.abs(cache.step_losses).sum()))
+                                problem.loss_scale() * float(np.abs(cache.step_losses).sum()))
         if not np.all(np.isfinite(numerical.values)):
             raise NonFiniteLoss(name)
         report.parameters[name] = summarise(analytic, numerical, index, spec)
@@ -709,7 +710,10 @@ def items(s: Sizes, name: str, mode: str, samples: int) -> int:
 
 
 def estimate(s: Sizes, spec: CheckSpec) -> tuple[float, int]:
-    """(work, evaluations) of a check, from the sizes only."""
+    """(work, evaluations) of a check, from the sizes only (gradcheck_cells.CellSizes, the
+    sizes of any problem, estimates itself)."""
+    if hasattr(s, "estimate"):
+        return s.estimate(spec)
     work = rnn.estimate_work(s.T, s.H, s.D, s.N, dense_inputs=s.dense)
     evaluations = 1
     per_item = evaluations_per_item(spec.method)

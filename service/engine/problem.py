@@ -27,6 +27,13 @@ class Weights:
     c_init: np.ndarray | None = None   # lstm only: H or B × H
     b_hn: np.ndarray | None = None     # gru with gru_reset "after" only: H
 
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The arrays this problem has, by name, in PARAMETERS' order."""
+        return {name: v for name in PARAMETERS if (v := getattr(self, name, None)) is not None}
+
+    def replace(self, **arrays) -> "Weights":
+        return Weights(**{**vars(self), **arrays})
+
 
 @dataclass
 class Problem:

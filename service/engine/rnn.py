@@ -194,7 +194,8 @@ class Cache:
     h: np.ndarray            # T x (batch) x H
     z: np.ndarray            # T x (batch) x N
     yhat: np.ndarray         # T x (batch) x N
-    step_losses: np.ndarray | None = None   # T x (batch); 0 on unscored steps, reduction applied
+    step_losses: np.ndarray | None = None   # T x (batch): L_t unreduced, 0 on unscored steps
+    # L = loss_scale() · Σ_t step_losses
     loss: np.ndarray | float | None = None
     extras: dict = field(default_factory=dict)
 
@@ -253,9 +254,11 @@ def forward(problem: Problem, weights: Weights | None = None) -> Cache:
             per_step = step_losses(problem.loss, problem.output_activation, z, y)
         mask = problem.scored.reshape(T, *([1] * len(batch)))
         scale = problem.loss_scale()
-        cache.step_losses = per_step if scale == 1.0 and problem.scored.all() \
-            else np.where(mask, per_step, 0) * scale
+        # step_losses are the unreduced L_t (PyTorch's reduction="none"); L applies the scale
+        cache.step_losses = per_step if problem.scored.all() else np.where(mask, per_step, 0)
         cache.loss = cache.step_losses.sum(axis=0)
+        if scale != 1.0:
+            cache.loss = cache.loss * scale
     return cache
 
 
@@ -343,8 +346,10 @@ def _backward_fused(cache: Cache, diagnostics: bool) -> tuple[Gradients, "BPTT"]
     g = Gradients(V=np.empty((H, D)), W=np.empty((H, H)), U=None, b_h=np.empty(H), b_y=None,
                   h_init=np.empty(H))
     bptt = BPTT(np.empty((T, H)), np.empty(T)) if diagnostics else None
+    if p.inputs is not None:
+        g.inputs = np.empty((T, D))
     _call(fused.backward, w.V, w.W, w.U, w.h_init, cache.a, cache.h, cache.z, cache.yhat,
-          *_sequence(p), dz, g.V, g.W, g.b_h, g.h_init,
+          *_sequence(p), dz, g.V, g.W, g.b_h, g.h_init, getattr(g, "inputs", _NO_MATRIX),
           *((bptt.b_h_by_step, bptt.hidden_grad_norms) if diagnostics else _NO_DIAGNOSTICS))
     g.U, g.b_y = output_layer_grads(cache, dz)
     return g, bptt
@@ -364,7 +369,8 @@ def loss(problem: Problem, weights: Weights | None = None):
 # --- backward ---
 
 class Gradients(Weights):
-    """dL/dθ: one array per parameter, each shaped like the parameter."""
+    """dL/dθ: one array per parameter, each shaped like the parameter; with dense inputs
+    also `inputs` (dL/dx_t, T x D), which as_dict leaves out (it is not a weight)."""
 
 
 def output_grads(cache: Cache):
@@ -424,8 +430,11 @@ def backward(cache: Cache, truncate: int | None = None) -> Gradients:
 def _gradients(cache: Cache, dz, da, dh_init) -> Gradients:
     p = cache.problem
     U, b_y = output_layer_grads(cache, dz)
-    return Gradients(V=input_grad(p, da), W=recurrent_grad(cache, da), U=U, b_h=da.sum(axis=0),
-                     b_y=b_y, h_init=dh_init)
+    g = Gradients(V=input_grad(p, da), W=recurrent_grad(cache, da), U=U, b_h=da.sum(axis=0),
+                  b_y=b_y, h_init=dh_init)
+    if p.inputs is not None:
+        g.inputs = da @ p.weights.V               # dL/dx_t: CS231n's and Coursera's dx
+    return g
 
 
 def output_layer_grads(cache: Cache, dz) -> tuple[np.ndarray, np.ndarray]:
