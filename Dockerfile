@@ -23,7 +23,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY schemas/ schemas/
 COPY service/ service/
 # numba's compiled kernels, built once here; gunicorn.conf.py copies them into NUMBA_CACHE_DIR
-RUN NUMBA_CACHE_DIR=/opt/numba-cache python -c "import service.engine.fused, service.engine.gradcheck_kernels"
+RUN NUMBA_CACHE_DIR=/opt/numba-cache python -c "import service.engine.fused, service.engine.gradcheck_kernels, service.engine.sequence, service.engine.gradcheck_cells"
 ENV NUMBA_CACHE_SEED=/opt/numba-cache
 COPY examples/ examples/
 COPY openapi.yaml pyproject.toml ./
