@@ -114,7 +114,7 @@ def test_every_method_and_mode_passes(case, method):
             assert r.checked == {"full": size, "sample": min(4, size), "directional": 4}[mode]
             assert r.max_abs_error <= ACCURACY[method] * np.abs(grads[name]).max(), (mode, name, r)
             if mode != "directional":
-                assert r.analytic_at_worst == grads[name][tuple(r.worst_index)]
+                assert r.analytic_at_worst == pytest.approx(grads[name][tuple(r.worst_index)], rel=1e-12)
             if method == "taylor":
                 assert r.convergence_order == pytest.approx(2.0, abs=0.3), (mode, name)
 
@@ -283,16 +283,26 @@ def test_engine_forward_takes_a_p_axis_b_h_alone():
 # --- routing and the work budget ---
 
 def test_a_one_sequence_vanilla_problem_takes_the_v1_fast_path(monkeypatch):
+    """v1's parameters go to gradcheck.py's exact-difference path, only inputs come here."""
     p = make(cell="rnn")
-    def refuse(*args, **kwargs):
-        raise AssertionError("the v1.1 recurrence ran")
-    monkeypatch.setattr(gcc, "recurrent_losses", refuse)
+    ran = []
+    real = gcc.recurrent_losses
+
+    def spy(base, name, items):
+        ran.append(name)
+        return real(base, name, items)
+    monkeypatch.setattr(gcc, "recurrent_losses", spy)
     names = ("V", "W", "U", "b_h", "b_y", "h_init")
     rep = check(p, parameters=names)
-    assert rep.passed and list(rep.parameters) == list(names)
-    assert isinstance(gc.Sizes.of(p), gcc.CellSizes) and gc.Sizes.of(p).vanilla is not None
-    with pytest.raises(AssertionError, match="recurrence ran"):
-        check(p, parameters=("W", "inputs"))
+    assert rep.passed and list(rep.parameters) == list(names) and ran == []
+    rep = check(p, method="taylor", parameters=("W", "inputs", "b_y"))
+    assert ran == ["inputs"] and list(rep.parameters) == ["W", "inputs", "b_y"] and rep.passed
+    assert rep.evaluations == 1 + 5 * (9 + 12 + 4)
+    assert rep.convergence_order == pytest.approx(2.0, abs=0.2)
+    sizes = gc.Sizes.of(p)
+    assert isinstance(sizes, gcc.CellSizes) and sizes.vanilla is not None
+    spec = gc.CheckSpec(method="taylor", parameters=("W", "inputs", "b_y"))
+    assert gc.estimate(sizes, spec)[1] == rep.evaluations
 
 
 def big_lstm(H=256, T=100, D=64, B=4) -> Problem:

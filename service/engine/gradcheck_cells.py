@@ -40,6 +40,7 @@ complex_step has no such floor.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,12 +60,11 @@ CHUNK_ROWS = 1024
 
 # --- the vanilla fast path ---
 
-def as_vanilla(p: Problem, names) -> rnn.Problem | None:
-    """The v1 problem when gradcheck.py's fast path takes this one (vanilla cell, one
-    sequence, an output layer, only v1's parameters), else None."""
+def as_vanilla(p: Problem) -> rnn.Problem | None:
+    """The v1 problem when gradcheck.py's fast path takes this one's v1 parameters (the
+    vanilla cell, one sequence, an output layer), else None."""
     w = p.weights
-    if p.cell != "rnn" or p.batched or p.layer or w.U is None or w.h_init.ndim != 1 \
-            or not set(names) <= set(rnn.PARAMETERS):
+    if p.cell != "rnn" or p.batched or p.layer or w.U is None or w.h_init.ndim != 1:
         return None
     scored = np.ones(p.T, dtype=bool) if p.scored is None else p.scored
     return rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
@@ -432,12 +432,43 @@ def directional_losses(base: _Base, name: str, directions: np.ndarray,
 # --- the check ---
 
 def gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
-    """Analytic gradients (full BPTT, sequence.backward) against numerical ones. Names in
-    spec.parameters that the problem has no gradient for (U in layer mode, inputs with
-    tokens, c_init but for lstm, b_hn but for gru "after") are skipped."""
-    vanilla = as_vanilla(problem, spec.parameters)
-    if vanilla is not None:
-        return gc.gradcheck(vanilla, spec)
+    """Analytic gradients (full BPTT) against numerical ones. A problem gradcheck.py's fast
+    path takes has its v1 parameters checked there (exact Δh differences, compiled steps)
+    and only `inputs` here. Names in spec.parameters that the problem has no gradient for
+    (U in layer mode, inputs with tokens, c_init but for lstm, b_hn but for gru "after") are
+    skipped."""
+    vanilla = as_vanilla(problem)
+    if vanilla is None:
+        return _gradcheck(problem, spec)
+    v1, rest = _split(spec)
+    reports = ([gc.gradcheck(vanilla, v1)] if v1.parameters else []) + \
+        ([_gradcheck(problem, rest)] if rest.parameters else [])
+    return reports[0] if len(reports) == 1 else _merged(spec, *reports)
+
+
+def _split(spec: gc.CheckSpec) -> tuple[gc.CheckSpec, gc.CheckSpec]:
+    """The check of v1's parameters and of the others (inputs)."""
+    v1 = tuple(n for n in spec.parameters if n in rnn.PARAMETERS)
+    rest = tuple(n for n in spec.parameters if n not in rnn.PARAMETERS)
+    return dataclasses.replace(spec, parameters=v1), dataclasses.replace(spec, parameters=rest)
+
+
+def _merged(spec: gc.CheckSpec, a: gc.Report, b: gc.Report) -> gc.Report:
+    """Two reports on one problem as one: the base evaluation counted once, the parameters
+    in spec's order."""
+    both = {**a.parameters, **b.parameters}
+    report = dataclasses.replace(a, passed=a.passed and b.passed,
+                                 evaluations=a.evaluations + b.evaluations - 1,
+                                 parameters={n: both[n] for n in spec.parameters if n in both})
+    if spec.method == "taylor":
+        orders = [r.convergence_order for r in report.parameters.values()
+                  if r.convergence_order is not None]
+        report.convergence_order = float(np.median(orders)) if orders else None
+    return report
+
+
+def _gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
+    """The check of any problem by the sequence runner's forward and backward."""
     eps = spec.step
     with np.errstate(all="ignore"):
         cache = sequence.forward(problem)
@@ -475,14 +506,18 @@ def gradcheck(problem: Problem, spec: gc.CheckSpec) -> gc.Report:
 # CELL_FAST for the cells' compiled float64 steps, ~1.3 µs a row for the lstm at H 32) plus
 # ROW per number of state and drive the loop copies; perturbed copies through
 # sequence.forward run their per-model GEMMs COPIES times slower than one shared GEMM; a step
-# of one chunk costs STEP_OVERHEAD (~50 numpy calls: the cell's, the loop's, the loss's).
-# Calibrated on this machine (/tmp-style sweep over cells, sizes, methods and modes): the
-# measured time is 0.1-1.3 × work · 0.1 ns, the larger ratios on checks of ~10 ms.
+# of one chunk costs STEP_OVERHEAD (~50 numpy calls: the cell's, the loop's, the loss's),
+# STEP_OVERHEAD_FAST with the compiled cells and loss (~15 calls). A complex step costs
+# COMPLEX real ones (complex numpy cells, a real W cast for each complex GEMM).
+# Calibrated on this machine, loaded (/tmp-style sweep over cells, sizes, methods and modes):
+# measured time 0.2-1.0 × work · 0.1 ns for checks over 0.1 s, up to 2.6 × on those of ~10 ms.
 CELL = {"rnn": 200.0, "lstm": 450.0, "gru": 450.0}
 CELL_FAST = {"rnn": 60.0, "lstm": 130.0, "gru": 130.0}
 ROW = 20.0
 COPIES = 3.0
 STEP_OVERHEAD = 1.5e6
+STEP_OVERHEAD_FAST = 6e5
+COMPLEX = 3.5
 
 
 @dataclass(frozen=True)
@@ -529,7 +564,7 @@ class CellSizes:
             sizes["inputs"] = p.inputs.size
         per_sequence = ("inputs",) + tuple(n for n in INITS if n in sizes and sizes[n] > H)
         copies = (("W", H * H), ("b_hn", H)) if p.cell == "gru" else ()
-        vanilla = as_vanilla(p, rnn.PARAMETERS)
+        vanilla = as_vanilla(p)
         return cls(T, int(scored[:T].sum()), B, H, p.D, p.N or 0, G, p.cell,
                    p.inputs is not None, p.layer, _v_steps(p, T), tuple(sizes.items()),
                    per_sequence, copies, sequence.estimate_work(p),
@@ -541,12 +576,22 @@ class CellSizes:
         return dict(self.sizes).get(name, 0)
 
     def estimate(self, spec: gc.CheckSpec) -> tuple[float, int]:
-        """(work, evaluations) of a check; gradcheck.estimate hands CellSizes here."""
-        if self.vanilla is not None and set(spec.parameters) <= set(rnn.PARAMETERS):
-            return gc.estimate(self.vanilla, spec)
+        """(work, evaluations) of a check; gradcheck.estimate hands CellSizes here. With
+        gradcheck.py's fast path, its estimate for v1's parameters plus this one's for the
+        others (the base evaluation counted once)."""
+        if self.vanilla is None:
+            return self._estimate(spec)
+        v1, rest = _split(spec)
+        work, evaluations = gc.estimate(self.vanilla, v1) if v1.parameters else (0.0, 1)
+        if rest.parameters:
+            more, extra = self._estimate(rest)
+            work, evaluations = work + more, evaluations + extra - 1
+        return work, evaluations
+
+    def _estimate(self, spec: gc.CheckSpec) -> tuple[float, int]:
         work, evaluations = self.base, 1
         per_item = gc.evaluations_per_item(spec.method)
-        factor = gc.COMPLEX if spec.method == "complex_step" else 1.0
+        factor = COMPLEX if spec.method == "complex_step" else 1.0
         for name in spec.parameters:
             n = gc.items(self, name, spec.mode, spec.samples) if self.size(name) else 0
             copies = n if spec.mode == "directional" or name in OUTPUT_PATH else \
@@ -555,7 +600,9 @@ class CellSizes:
             for k, path in ((copies, "copies"), (n - copies, "rank-one")):
                 k *= per_item
                 work += k * factor * self.evaluation_cost(name, path, spec.method)
-                work += -(-k // self.chunk(name, path)) * self.T * STEP_OVERHEAD
+                compiled = self.fast and path == "rank-one" and spec.method != "complex_step"
+                overhead = STEP_OVERHEAD_FAST if compiled else STEP_OVERHEAD
+                work += -(-k // self.chunk(name, path)) * self.T * overhead
         return work, evaluations
 
     def evaluation_cost(self, name: str, path: str, method: str = "central") -> float:
