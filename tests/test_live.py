@@ -174,3 +174,34 @@ def test_gunicorn_runs_a_master_and_two_workers(live):
     gunicorns = [c for c in group_commands(live.pgid)          # python processes, not make's sh
                  if "python" in c.split()[0] and "gunicorn -c service/gunicorn.conf.py" in c]
     assert len(gunicorns) == 3, group_commands(live.pgid)
+
+
+def test_lstm_mini_batch_gradients_over_http(live):
+    """v1.1 through gunicorn: an LSTM mini-batch (B 3, dense inputs, B×H initial states,
+    batch_mean) answers with the B×T×H shapes and the in-process answer's numbers (1e-9),
+    which are the reference's."""
+    from service import create_app
+    from test_api_cells import case_body
+
+    case, p = ref.random_case(25, cell="lstm", B=3, T=5, H=4, D=3, N=3, reduction="batch_mean",
+                              per_sequence_init=True, null_targets=True)
+    body = {**case_body(case, p), "include": ["jacobian_norms"]}
+    r = requests.post(live + "/v1/gradients", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert np.shape(got["hidden"]) == np.shape(got["cell"]) == (3, 5, 4)
+    assert np.shape(got["outputs"]) == (3, 5, 3)
+    assert np.shape(got["step_losses"]) == np.shape(got["bptt"]["hidden_grad_norms"]) == (3, 5)
+    assert np.shape(got["bptt"]["jacobian_norms"]) == (3, 5, 5)
+    assert {k: np.shape(v) for k, v in got["gradients"].items()} == {
+        "V": (16, 3), "W": (16, 4), "U": (3, 4), "b_h": (16,), "b_y": (3,), "h_init": (3, 4),
+        "c_init": (3, 4), "inputs": (3, 5, 3)}
+    local = create_app({"TESTING": True}).test_client().post("/v1/gradients", json=body).get_json()
+    assert got["loss"] == pytest.approx(local["loss"], rel=1e-9)
+    for name, value in local["gradients"].items():
+        assert ref.scaled_error(got["gradients"][name], value) <= 1e-9, name
+    for name in ("hidden", "cell", "outputs", "b_h_by_step"):
+        where = got if name in got else got["bptt"]
+        assert ref.scaled_error(where[name], (local if name in local else local["bptt"])[name]) <= 1e-9, name
+    for name, expected in ref.cell_grads(case, p).items():      # and both are right
+        assert ref.scaled_error(got["gradients"][name], expected) <= 1e-9, name
