@@ -1,65 +1,57 @@
-"""Response models. Built with model_construct from numpy arrays (already computed and
-checked, so not validated again) and serialised by orjson; they also document the shapes.
-The compute endpoints skip even model_construct: `shallow` gives the same dict straight
-from the models' field lists."""
+"""Response models, which document the shapes (openapi.yaml states them too), and the bodies
+of /v1/forward and /v1/gradients built as plain dicts straight from the engine's arrays
+(already computed and checked, so not validated again) and serialised by orjson."""
 from __future__ import annotations
 
 import numpy as np
+from typing import Union
+
 from pydantic import BaseModel, Field
-from pydantic_core import PydanticUndefined
 
 from .base import Matrix, Vector
 
 
+Sequence = Union[Matrix, list[Matrix]]          # T×F, or B×T×F for a batch
+
+
 class ForwardOut(BaseModel):
-    outputs: Matrix = Field(description="T×N: ŷ_t = f_y(U h_t + b_y)")
-    hidden: Matrix = Field(description="T×H: h_t")
+    outputs: Sequence | None = Field(description="T×N (B×T×N): ŷ_t = f_y(U h_t + b_y); null "
+                                                 "without an output layer")
+    hidden: Sequence = Field(description="T×H (B×T×H): h_t")
+    cell: Sequence | None = Field(None, description="lstm only: c_t, the shape of hidden")
     loss: float | None = Field(description="L, or null without targets")
-    step_losses: list[float | None] = Field(description="L_t (reduction applied), null where unscored")
+    step_losses: list[float | None] | list[list[float | None]] = Field(
+        description="T (B×T): the unreduced L_t (PyTorch's reduction='none'), null where unscored; "
+                    "in layer mode ⟨upstream_t, h_t⟩")
 
 
 class GradientsOut(BaseModel):
+    """dL/dθ in the shapes sent; U and b_y absent in layer mode."""
     V: Matrix
     W: Matrix
-    U: Matrix
+    U: Matrix | None = None
     b_h: Vector
-    b_y: Vector
-    h_init: Vector
+    b_y: Vector | None = None
+    h_init: Vector | Matrix = Field(description="H, or B×H when one state per sequence was sent")
+    b_hn: Vector | None = Field(None, description="gru with gru_reset after")
+    c_init: Vector | Matrix | None = Field(None, description="lstm: the shape of h_init")
+    inputs: Sequence | None = Field(None, description="dense inputs: ∂L/∂x_t, the shape of inputs")
 
 
 class BPTTOut(BaseModel):
-    b_h_by_step: Matrix = Field(description="T×H: row t is ∂L_t/∂b_h; rows sum to gradients.b_h")
-    hidden_grad_norms: Vector = Field(description="T: ‖∂L/∂h_t‖₂ (total derivative)")
-    b_h_terms: list[Matrix] | None = Field(None, description="T×T×H, only if included")
-    jacobian_norms: list[list[float | None]] | None = Field(
-        None, description="T×T, only if included; null for k > t")
+    b_h_by_step: Matrix = Field(description="T×G·H: row t is ∂L_t/∂b_h (summed over a batch); "
+                                            "rows sum to gradients.b_h")
+    hidden_grad_norms: Vector | Matrix = Field(
+        description="T (B×T): ‖∂L/∂s_t‖₂ of the state s_t (h_t; [h_t; c_t] for the lstm), the "
+                    "total derivative")
+    b_h_terms: list[Matrix] | None = Field(None, description="T×T×G·H, only if included")
+    jacobian_norms: list[list[float | None]] | list[list[list[float | None]]] | None = Field(
+        None, description="T×T (B×T×T), only if included; null for k > t")
 
 
 class GradientsResponse(ForwardOut):
     gradients: GradientsOut
     bptt: BPTTOut
-
-
-_FIELDS: dict[type, tuple] = {}
-
-
-def shallow(model: type[BaseModel], values: dict, exclude_none_fields: tuple[str, ...] = ()) -> dict:
-    """The dict of model.model_construct(**values)'s fields, without constructing the model
-    (~10 µs per model on a small request): the model's fields in order, defaults for fields
-    not given, keys that are not fields ignored. Nested models are passed as dicts already
-    built this way."""
-    fields = _FIELDS.get(model)
-    if fields is None:
-        fields = _FIELDS[model] = tuple(model.model_fields.items())
-    out = {}
-    for name, field in fields:
-        value = values[name] if name in values else field.get_default(call_default_factory=True)
-        if value is PydanticUndefined:
-            raise TypeError(f"{model.__name__}.{name} is required")
-        if value is None and name in exclude_none_fields:
-            continue
-        out[name] = value
-    return out
 
 
 # --- the bodies of /v1/forward and /v1/gradients, from the engine's arrays ---

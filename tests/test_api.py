@@ -428,28 +428,3 @@ def test_hidden_grad_norms_stay_the_total_derivative_under_truncation(client, K)
     full = post(client, "/v1/gradients", ref.body(spec, p)).json
     assert ref.scaled_error(got["bptt"]["hidden_grad_norms"], ref.hidden_grad_norms(spec, p)) <= 1e-9
     assert ref.scaled_error(got["gradients"]["W"], full["gradients"]["W"]) > 1e-6   # truncation bites
-
-
-def dump(model, exclude_none_fields=()) -> dict:
-    """The reference for shallow(): a constructed model's fields, read one by one."""
-    out = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if value is None and name in exclude_none_fields:
-            continue
-        out[name] = value
-    return out
-
-
-def test_shallow_response_dict_is_the_dump_of_the_constructed_model():
-    """The compute views build bodies with responses.shallow instead of model_construct +
-    dump: same keys in the same order, same objects, defaults filled, non-fields ignored."""
-    from schemas.responses import BPTTOut, GradientsOut, shallow
-    values = dict(b_h_by_step=np.ones((2, 3)), hidden_grad_norms=np.ones(2), not_a_field=1)
-    for optional in ((), ("b_h_terms", "jacobian_norms")):
-        fast, slow = shallow(BPTTOut, values, optional), dump(BPTTOut.model_construct(**values), optional)
-        assert list(fast) == list(slow) == (["b_h_by_step", "hidden_grad_norms"] if optional else
-                                            ["b_h_by_step", "hidden_grad_norms", "b_h_terms", "jacobian_norms"])
-        assert all(fast[k] is slow[k] for k in fast)
-    with pytest.raises(TypeError, match="GradientsOut.h_init is required"):
-        shallow(GradientsOut, {k: np.zeros(1) for k in ("V", "W", "U", "b_h", "b_y")})
