@@ -8,7 +8,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from schemas.errors import ApiProblem, LimitExceeded
 
-from .jsonio import dumps
+from .jsonio import serialize
 
 log = logging.getLogger("service")
 PROBLEM = "application/problem+json"
@@ -20,7 +20,7 @@ def problem_response(status: int, title: str, detail: str, type_: str = "about:b
             "instance": request.path}
     if errors is not None:
         body["errors"] = errors
-    return Response(dumps(body), status=status, mimetype=PROBLEM, headers=headers)
+    return Response(serialize(body), status=status, mimetype=PROBLEM, headers=headers)
 
 
 def register(app: Flask) -> None:

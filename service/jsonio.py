@@ -6,11 +6,12 @@ every float array of a response as {"dtype": "float64", "shape": [...], "data": 
 nulls stay JSON."""
 from __future__ import annotations
 
+from time import perf_counter
 
 import numpy as np
 import orjson
 import pybase64
-from flask import has_request_context, request
+from flask import g, has_request_context, request
 from flask.json.provider import JSONProvider
 from pydantic import BaseModel
 
@@ -65,6 +66,17 @@ def wants_binary_arrays() -> bool:
     return False
 
 
+def serialize(obj, binary: bool = False) -> bytes:
+    """A response body (dumps, or dumps_binary), timed for Server-Timing's `serialize` when in
+    a request (observability.server_timing reads the two marks)."""
+    started = perf_counter()
+    out = (dumps_binary if binary else dumps)(obj)
+    if has_request_context():
+        ctx = g._get_current_object()
+        ctx.serialize_started, ctx.serialize_ended = started, perf_counter()
+    return out
+
+
 class OrjsonProvider(JSONProvider):
     def dumps(self, obj, **kwargs) -> str:
         return dumps(obj).decode()
@@ -75,7 +87,6 @@ class OrjsonProvider(JSONProvider):
     def response(self, *args, **kwargs):
         obj = self._prepare_response_obj(args, kwargs)
         binary = has_request_context() and wants_binary_arrays()
-        response = self._app.response_class((dumps_binary if binary else dumps)(obj),
-                                            mimetype="application/json")
+        response = self._app.response_class(serialize(obj, binary), mimetype="application/json")
         response.headers["Vary"] = "Accept"      # the body depends on Accept (arrays=base64)
         return response

@@ -110,9 +110,34 @@ def metrics():
 
 
 def mark_compute_start(sizes: dict) -> None:
-    """Called once a problem has passed validation: its sizes are known, the work starts now."""
+    """Called once a problem has passed validation: its sizes are known, the work starts now
+    (the end of Server-Timing's `validate`, the start of its `compute`)."""
     g.sizes = sizes                      # plain ints (the access line is JSON)
     g.compute_started = time.perf_counter()
+
+
+# Server-Timing (W3C) on every /v1/ answer: the phases between the boundaries the request path
+# already has, each a perf_counter() stored on g by the code that reaches it —
+#   parse_started, parsed     api.common.body(): before and after orjson.loads of the body
+#   compute_started           mark_compute_start(): the problem passed validation
+#   serialize_started, _ended jsonio.serialize(): around the response's (or error's) orjson.dumps
+# A phase lasts from its boundary to the next one reached (an error skips the rest), so the
+# durations never overlap and add up to at most the request's time; one never reached is 0.
+SERVER_TIMING_PHASES = ("parse", "validate", "compute", "serialize")
+_BOUNDARIES = ("parse_started", "parsed", "compute_started", "serialize_started", "serialize_ended")
+
+
+def server_timing(ctx, now: float) -> str:
+    """The Server-Timing header's value for the request whose `g` is ctx (durations in ms)."""
+    marks = [getattr(ctx, name, None) for name in _BOUNDARIES]
+    parts = []
+    for i, phase in enumerate(SERVER_TIMING_PHASES):
+        start, dur = marks[i], 0.0
+        if start is not None:
+            end = next((m for m in marks[i + 1:] if m is not None), now)
+            dur = max(0.0, (end - start) * 1e3)
+        parts.append(f"{phase};dur={dur:.3f}")
+    return ", ".join(parts)
 
 
 def mark_work(work: float) -> None:
@@ -176,6 +201,8 @@ def _record(response):
     req, ctx = request._get_current_object(), g._get_current_object()   # one proxy lookup each
     rid = getattr(ctx, "request_id", None) or request_id(req.environ)
     response.headers["X-Request-ID"] = rid
+    if req.path.startswith("/v1/"):
+        response.headers["Server-Timing"] = server_timing(ctx, now)
     started = getattr(ctx, "request_started", now)
     endpoint, status, method = _endpoint(req), response.status_code, req.method
     key = getattr(ctx, "key_name", ANONYMOUS)       # set by service/auth.py: a name, never a key

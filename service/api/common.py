@@ -2,8 +2,12 @@
 non-finite results."""
 from __future__ import annotations
 
+from time import perf_counter
+
 import numpy as np
-from flask import current_app, has_request_context, request
+import orjson
+from flask import current_app, g, has_request_context, request
+from pydantic import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from schemas.base import parse
@@ -22,7 +26,20 @@ def body(model):
         raise UnsupportedMediaType(f"send the body as application/json, not {mime or 'nothing'}")
     data = req.get_data(cache=False)
     _refuse_cut_body(req, data)
-    return parse(model, data)
+    # schemas.base.parse's fast road (orjson, then the model in Python mode) taken here, so
+    # that Server-Timing can tell parsing from validating; anything either refuses goes to
+    # parse() itself, whose errors are the ones reported (the same answer as before)
+    ctx = g._get_current_object()
+    ctx.parse_started = perf_counter()
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return parse(model, data)
+    ctx.parsed = perf_counter()
+    try:
+        return model.model_validate(obj)
+    except ValidationError:
+        return parse(model, data)
 
 
 def _refuse_cut_body(req, data: bytes) -> None:
