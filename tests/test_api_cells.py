@@ -534,3 +534,60 @@ def test_grade_of_a_layer_is_a_422_not_a_crash(client):
     case, p = ref.random_case(6, T=3, H=2, D=2, N=3, layer=True)
     problem = assert_problem(post(client, "/v1/grade", {**case_body(case, p), "submission": {"loss": 1.0}}), 422)
     assert [(e["pointer"], e["code"]) for e in problem["errors"]] == [("/targets", "required")]
+
+
+# --- the README's CS231n example: lstm_backward(dh) as a request ---
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def cs231n_lstm(x, h0, Wx, Wh, b, dh):
+    """CS231n assignment 3's lstm_forward / lstm_backward (row vectors, Wx D×4H, gates i, f, o, g;
+    c0 = 0), written out here as the assignment's solution computes them."""
+    N, T, _ = x.shape
+    H = h0.shape[1]
+    h, c, caches = h0, np.zeros_like(h0), []
+    hs = np.zeros((N, T, H))
+    for t in range(T):
+        a = x[:, t] @ Wx + h @ Wh + b
+        i, f, o, g = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 2 * H:3 * H]), np.tanh(a[:, 3 * H:])
+        c_next = f * c + i * g
+        caches.append((x[:, t], h, c, i, f, o, g, c_next))
+        h, c = o * np.tanh(c_next), c_next
+        hs[:, t] = h
+    dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)
+    dh_next, dc_next = np.zeros_like(h0), np.zeros_like(h0)
+    for t in reversed(range(T)):
+        xt, h_prev, c_prev, i, f, o, g, c_t = caches[t]
+        dh_t = dh[:, t] + dh_next
+        tc = np.tanh(c_t)
+        dc = dc_next + dh_t * o * (1 - tc ** 2)
+        da = np.hstack([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dh_t * tc * o * (1 - o),
+                        dc * i * (1 - g ** 2)])
+        dx[:, t] = da @ Wx.T
+        dWx += xt.T @ da
+        dWh += h_prev.T @ da
+        db += da.sum(axis=0)
+        dh_next, dc_next = da @ Wh.T, dc * f
+    return hs, dx, dh_next, dWx, dWh, db
+
+
+def test_the_cs231n_layer_example_is_cs231n_lstm_backward(client):
+    from tests.openapi_spec import ROOT
+    body = json.loads((ROOT / "examples" / "gradients_layer_cs231n.json").read_text())
+    got = post(client, "/v1/gradients", body).get_json()
+    w = body["model"]["weights"]
+    V, W, b_h = (np.array(w[k]) for k in ("V", "W", "b_h"))
+    H = W.shape[1]
+    to_cs231n = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]          # i, f, g, o -> i, f, o, g
+    hs, dx, dh0, dWx, dWh, db = cs231n_lstm(np.array(body["inputs"]), np.array(body["h_init"]),
+                                            V[to_cs231n].T, W[to_cs231n].T, b_h[to_cs231n],
+                                            np.array(body["upstream"]["hidden"]))
+    back = np.argsort(to_cs231n)
+    g = got["gradients"]
+    assert set(g) == {"V", "W", "b_h", "h_init", "c_init", "inputs"}
+    for name, mine, theirs in (("hidden", got["hidden"], hs), ("inputs", g["inputs"], dx),
+                               ("h_init", g["h_init"], dh0), ("V", g["V"], dWx.T[back]),
+                               ("W", g["W"], dWh.T[back]), ("b_h", g["b_h"], db[back])):
+        assert ref.scaled_error(mine, theirs) <= 1e-12, name
