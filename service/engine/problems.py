@@ -13,6 +13,19 @@ identical everywhere. One raw draw per number, in this order:
 
 `score_last_step_only` then sets every target but the last to null (the draws are the same,
 so the flag changes nothing else). uniform(lo, hi) = lo + (hi − lo)·(raw >> 11)·2⁻⁵³.
+
+v1.1 kinds keep that order, with G gate blocks (1 rnn, 4 lstm, 3 gru) and B sequences; for the
+lecture's rnn on one sequence (no `batch_size`, no `layer`) every draw is the one above:
+
+    V (G·H×D), W (G·H×H), then, unless layer: U (N×H); then b_h (G·H), unless layer: b_y (N)
+    inputs (B×T×D, sequence by sequence) or tokens (B×T)
+    unless layer: targets (B×T, sequence by sequence, as above)
+    then, after every draw above: gru with gru_reset after: b_hn (H) uniform in [−s, s);
+    layer: upstream (B×T×H) uniform in [−1, 1)
+
+A batch (`batch_size` B, even 1) has B×T×D inputs (B×T tokens, B×T targets; with
+`score_last_step_only` each sequence scores its last step only); without it B = 1 and the
+arrays are one sequence's. `layer` is a layer alone: no output layer, no targets, no loss.
 """
 from __future__ import annotations
 
@@ -20,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .problem import GATES
 from .rnn import DEFAULT_LOSS
 
 
@@ -37,6 +51,10 @@ class ProblemSpec:
     reduction: str = "sum"
     weight_scale: float = 0.5
     score_last_step_only: bool = False
+    cell: str = "rnn"
+    gru_reset: str | None = None  # gru only: "after" (the default) or "before"
+    batch_size: int | None = None  # None: one sequence
+    layer: bool = False
 
 
 class Draws:
@@ -70,25 +88,48 @@ def _rows(values: list, cols: int) -> list[list]:
 def generate(spec: ProblemSpec) -> dict:
     """The problem object (JSON-ready) that every compute endpoint accepts as it is."""
     H, D, N, T, s = spec.hidden_size, spec.input_size, spec.output_size, spec.steps, spec.weight_scale
+    G = GATES[spec.cell]
+    B = spec.batch_size or 1
+    batched = spec.batch_size is not None
     loss = spec.loss or DEFAULT_LOSS[spec.output_activation]
     draw = Draws(spec.seed)
-    weights = {"V": _rows(draw.uniform(H * D, -s, s), D), "W": _rows(draw.uniform(H * H, -s, s), H),
-               "U": _rows(draw.uniform(N * H, -s, s), H),
-               "b_h": draw.uniform(H, -s, s), "b_y": draw.uniform(N, -s, s)}
-    problem: dict = {"model": {"weights": weights, "hidden_activation": spec.hidden_activation,
-                               "output_activation": spec.output_activation}}
+    weights = {"V": _rows(draw.uniform(G * H * D, -s, s), D), "W": _rows(draw.uniform(G * H * H, -s, s), H)}
+    if not spec.layer:
+        weights["U"] = _rows(draw.uniform(N * H, -s, s), H)
+    weights["b_h"] = draw.uniform(G * H, -s, s)
+    if not spec.layer:
+        weights["b_y"] = draw.uniform(N, -s, s)
+    model: dict = {"weights": weights}
+    if spec.cell != "rnn":
+        model["cell"] = spec.cell
+    if spec.cell == "gru" and spec.gru_reset is not None:
+        model["gru_reset"] = spec.gru_reset
+    model["hidden_activation"] = spec.hidden_activation
+    if not spec.layer:
+        model["output_activation"] = spec.output_activation
+    problem: dict = {"model": model}
+    one = (lambda rows: rows) if batched else (lambda rows: rows[0])      # B sequences, or one
     if spec.tokens:
-        problem["tokens"] = draw.below(T, D)
+        problem["tokens"] = one(_rows(draw.below(B * T, D), T))
     else:
-        problem["inputs"] = _rows(draw.uniform(T * D, -1.0, 1.0), D)
-    if loss == "cross_entropy":
-        targets: list = draw.below(T, N)
-    elif loss == "binary_cross_entropy":
-        targets = _rows(draw.bits01(T * N), N)
-    else:
-        targets = _rows(draw.uniform(T * N, -1.0, 1.0), N)
-    if spec.score_last_step_only:
-        targets = [None] * (T - 1) + targets[-1:]
-    problem.update(targets=targets, loss=loss, reduction=spec.reduction)
+        problem["inputs"] = one([_rows(seq, D) for seq in _rows(draw.uniform(B * T * D, -1.0, 1.0), T * D)])
+    if not spec.layer:
+        sequences = [_targets(draw, loss, T, N) for _ in range(B)]
+        if spec.score_last_step_only:
+            sequences = [[None] * (T - 1) + ys[-1:] for ys in sequences]
+        problem.update(targets=one(sequences), loss=loss, reduction=spec.reduction)
+    if spec.cell == "gru" and (spec.gru_reset or "after") == "after":
+        weights["b_hn"] = draw.uniform(H, -s, s)
+    if spec.layer:
+        problem["upstream"] = {"hidden": one([_rows(seq, H) for seq in
+                                              _rows(draw.uniform(B * T * H, -1.0, 1.0), T * H)])}
     return problem
 
+
+def _targets(draw: Draws, loss: str, T: int, N: int) -> list:
+    """One sequence's T targets."""
+    if loss == "cross_entropy":
+        return draw.below(T, N)
+    if loss == "binary_cross_entropy":
+        return _rows(draw.bits01(T * N), N)
+    return _rows(draw.uniform(T * N, -1.0, 1.0), N)

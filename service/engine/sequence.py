@@ -268,9 +268,23 @@ def _external(batched: bool, feature: bool = True):
 # --- backward ---
 
 def backward(cache: Cache, truncate: int | None = None, include: tuple[str, ...] = (),
-             diagnostics: bool = True) -> tuple[dict[str, np.ndarray], BPTT | None]:
-    """dL/dθ by BPTT (truncated to K = `truncate` steps of the state), and the diagnostics."""
+             diagnostics: bool = True, carry=None) -> tuple[dict[str, np.ndarray], BPTT | None]:
+    """dL/dθ by BPTT (truncated to K = `truncate` steps of the state), and the diagnostics.
+
+    `carry(t, ds_t, ds_prev) -> ds_prev` is a hook for grading: it may change what step t
+    hands back to step t − 1 (ds_t is the total dL/ds_t at step t, ds_prev the correct
+    dL/ds_{t−1} through step t; a known mistake leaves a term of it out). Full BPTT without
+    diagnostics only; it runs the cells' numpy steps."""
     p = cache.problem
+    if carry is not None:
+        if truncate is not None or diagnostics or include:
+            raise ValueError("a carry hook needs full BPTT without diagnostics")
+        if cache.perturbed or cache.s.dtype != np.float64 or not p.has_loss:
+            raise ValueError("backward needs a float64 forward without a perturbation axis, "
+                             "and targets or upstream")
+        dz, ds_out = _output_grads(cache)
+        dxd, d_rec, ds_init, _ = _reverse(cache, ds_out, carry)
+        return _gradients(cache, dz, dxd, d_rec, ds_init), None
     if cache.perturbed or cache.s.dtype != np.float64:
         raise ValueError("backward needs a float64 forward without a perturbation axis")
     if not p.has_loss:
@@ -325,9 +339,9 @@ def _backward_step(cache: Cache):
     return CELLS[cache.problem.cell].step_backward
 
 
-def _reverse(cache: Cache, ds_out):
+def _reverse(cache: Cache, ds_out, hook=None):
     """Full BPTT in one reverse sweep: dL/dxd_t, d_rec_t, dL/ds_init, ‖dL/ds_t‖ (T × B).
-    `ds_out` (fresh) is overwritten with the total dL/ds_t."""
+    `ds_out` (fresh) is overwritten with the total dL/ds_t. `hook`: backward's `carry`."""
     p, step = cache.problem, cache.step
     cell = CELLS[p.cell]
     T, B, S = ds_out.shape
@@ -335,7 +349,7 @@ def _reverse(cache: Cache, ds_out):
     dxd = BUFFERS.empty((T, B, GH))
     d_rec = dxd if cell.rec_is_drive(step) else BUFFERS.empty((T, B, GH))
     carry = np.zeros((B, S))                       # dL/ds_t arriving from step t+1
-    if cache.fast and FAST:
+    if cache.fast and FAST and hook is None:
         work = cell.scratch((B,), step.H)
         for t in range(T - 1, -1, -1):
             ds = np.add(ds_out[t], carry, out=ds_out[t])
@@ -344,6 +358,8 @@ def _reverse(cache: Cache, ds_out):
         for t in range(T - 1, -1, -1):
             ds = np.add(ds_out[t], carry, out=ds_out[t])
             dxd[t], carry, d_rec[t] = cell.step_backward(ds, cache.steps[t], step)
+            if hook is not None:
+                carry = np.array(hook(t, ds, carry), dtype=np.float64)
     norms = np.sqrt(np.einsum("tbs,tbs->tb", ds_out, ds_out))
     return dxd, d_rec, carry, norms
 
