@@ -3,11 +3,12 @@ an LSTM or a GRU), one sequence or a batch, and its targets or the upstream grad
 layer alone. Validation yields the keyword arguments of the engine's Problem."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_validator
 
+from . import layouts
 from .arrays import depth, ranked, shaped
 from .base import (BinarySequence, BinaryState, BinaryVector, Integer, Matrix, PositiveInt, StrictModel, Vector,
                    binary_value, check_limit, is_integer, matrix, vector)
@@ -18,6 +19,7 @@ Cell = Literal["rnn", "lstm", "gru"]
 GruReset = Literal["after", "before"]
 HiddenActivation = Literal["tanh", "sigmoid", "relu", "identity"]
 OutputActivation = Literal["softmax", "sigmoid", "identity"]
+LayoutName = Literal["lecture", "cs231n", "coursera", "pytorch", "min-char-rnn"]
 LossName = Literal["cross_entropy", "binary_cross_entropy", "squared_error"]
 Reduction = Literal["sum", "mean", "batch_mean"]
 ParameterName = Literal["V", "W", "U", "b_h", "b_y", "h_init", "b_hn", "c_init", "inputs"]
@@ -30,7 +32,16 @@ LOSS_NEEDS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 
 
 Sequence = ranked({2: list[list[float]], 3: list[list[list[float]]]}, BinarySequence)
-State = ranked({1: list[float], 2: list[list[float]]}, BinaryState)
+
+
+class BinaryInitialState(BinaryState):
+    """An initial state: H or B×H in the lecture's layout; a layout may orient it otherwise
+    (pytorch's h_0 is 1×B×H)."""
+    ndim: ClassVar = (1, 2, 3)
+    shape: list[Integer(ge=1)] = Field(description="[H] or [B, H] (a layout's own: pytorch [1, B, H])")
+
+
+State = ranked({1: list[float], 2: list[list[float]], 3: list[list[list[float]]]}, BinaryInitialState)
 Tokens = ranked({1: list[Integer(ge=0, le=2**31)], 2: list[list[Integer(ge=0, le=2**31)]]}, None)
 
 
@@ -59,6 +70,9 @@ class UpstreamIn(StrictModel):
 
 
 class ProblemIn(StrictModel):
+    layout: LayoutName = Field("lecture", description=(
+        "the names inside model.weights and the orientation of every array, in the request and "
+        "the answer (schemas/layouts.py; bptt diagnostics stay the lecture's)"))
     model: ModelIn
     h_init: State | None = Field(None, description="H numbers, or B×H; zeros when absent")
     c_init: State | None = Field(None, description="lstm only: H numbers, or B×H; zeros when absent")
@@ -72,9 +86,29 @@ class ProblemIn(StrictModel):
     loss: LossName | None = Field(None, description="default follows output_activation")
     reduction: Reduction = "sum"
 
+    _layout_sent: dict | None = PrivateAttr(None)     # the caller's weights, in their layout
+    _layout_ctx: dict | None = PrivateAttr(None)      # what answers need to be mapped back
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _layout_weights(cls, data, handler):
+        """In a layout other than the lecture's, model.weights has that layout's names."""
+        if isinstance(data, dict) and data.get("layout", "lecture") != "lecture" \
+                and data.get("layout") in layouts.LAYOUTS:
+            return layouts.validate(data, handler)
+        return handler(data)
+
+    def respond(self, body: dict) -> dict:
+        """An answer (forward or gradients body) in the request's layout."""
+        if self._layout_ctx is None:
+            return body
+        return layouts.respond(layouts.LAYOUTS[self.layout], self.model.cell, body, self._layout_ctx)
+
     def arrays(self, limits: Limits, targets_required: bool = True) -> dict:
         """Check every shape against the others and every value's range (422 with pointers,
         413 over a size limit); the engine Problem's fields as float64 arrays."""
+        if self.layout != "lecture":
+            return layouts.arrays(self, limits, targets_required)
         errors: list[tuple] = []
         m, w = self.model, self.model.weights
         cell, out_act = m.cell, m.output_activation

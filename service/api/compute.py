@@ -24,7 +24,7 @@ def forward():
     with np.errstate(all="ignore"):
         out = evaluate.forward(problem)
     ensure_finite(**vars(out))
-    return forward_body(out, problem.scored)
+    return req.respond(forward_body(out, problem.scored))
 
 
 def check_gradients_work(req: GradientsIn, p: Problem, lim: Limits) -> None:
@@ -50,4 +50,4 @@ def gradients():
                   **{f"bptt.{k}": v for k, v in vars(bptt).items() if k != "jacobian_norms"},
                   **({} if jacobians is None else
                      {"bptt.jacobian_norms": np.where(np.tri(problem.T, dtype=bool), jacobians, 0.0)}))
-    return gradients_body(out, grads, bptt, problem.scored)
+    return req.respond(gradients_body(out, grads, bptt, problem.scored))
