@@ -93,7 +93,7 @@ def loop_changes(p: Problem, name: str, steps) -> np.ndarray:
 
 def check(p: Problem, **options) -> gc.Report:
     spec = gc.CheckSpec(**{"parameters": tuple(present(p)), **options})
-    return gc.gradcheck(p, spec)
+    return gcc.gradcheck(p, spec)
 
 
 # --- every method and mode passes on a correct gradient ---
@@ -299,7 +299,7 @@ def test_a_one_sequence_vanilla_problem_takes_the_v1_fast_path(monkeypatch):
     assert ran == ["inputs"] and list(rep.parameters) == ["W", "inputs", "b_y"] and rep.passed
     assert rep.evaluations == 1 + 5 * (9 + 12 + 4)
     assert rep.convergence_order == pytest.approx(2.0, abs=0.2)
-    sizes = gc.Sizes.of(p)
+    sizes = gcc.CellSizes.of(p)
     assert isinstance(sizes, gcc.CellSizes) and sizes.vanilla is not None
     spec = gc.CheckSpec(method="taylor", parameters=("W", "inputs", "b_y"))
     assert gc.estimate(sizes, spec)[1] == rep.evaluations
@@ -318,7 +318,7 @@ def test_an_over_budget_full_check_is_refused_before_any_work(monkeypatch):
     p = big_lstm()
     budget = 4e10
     start = time.perf_counter()
-    sizes = gc.Sizes.of(p)
+    sizes = gcc.CellSizes.of(p)
     spec = gc.CheckSpec(parameters=("V", "W", "U", "b_h", "b_y", "h_init", "c_init"))
     work, evaluations = gc.estimate(sizes, spec)
     hint = gc.what_fits(sizes, spec, budget)
@@ -333,7 +333,7 @@ def test_an_over_budget_full_check_is_refused_before_any_work(monkeypatch):
 
 def test_the_estimate_grows_with_the_gates_and_the_batch():
     spec = gc.CheckSpec(parameters=("V", "W", "b_h"))
-    work = {(cell, B): gc.estimate(gc.Sizes.of(make(cell=cell, B=B, H=16, T=10, D=8)), spec)[0]
+    work = {(cell, B): gc.estimate(gcc.CellSizes.of(make(cell=cell, B=B, H=16, T=10, D=8)), spec)[0]
             for cell in ("rnn", "gru", "lstm") for B in (2, 8)}
     assert work["rnn", 2] < work["lstm", 2] < work["gru", 2]     # gru: W's n block as copies
     assert all(work[cell, 8] > 3 * work[cell, 2] for cell in ("rnn", "gru", "lstm"))

@@ -137,8 +137,9 @@ def test_layer_mode_gradients_are_those_of_sum_of_upstream_dot_h():
 def test_rnn_cell_equals_the_v1_engine(reduction, tokens, truncate):
     p = make("rnn", T=6, H=4, D=3, N=3, tokens=tokens, reduction=reduction, act="sigmoid", seed=2)
     w = p.weights
-    v1 = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init), "sigmoid", "softmax",
-                     p.inputs, p.tokens, p.targets, p.scored, p.loss, reduction)
+    v1 = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init), hidden_activation="sigmoid",
+                     inputs=p.inputs, tokens=p.tokens, targets=p.targets, scored=p.scored,
+                     loss=p.loss, reduction=reduction)
     include = ("b_h_terms", "jacobian_norms")
     old_cache = rnn.forward(v1)
     old, old_bptt = rnn.backward_with_diagnostics(old_cache, truncate, include)

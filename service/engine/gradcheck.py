@@ -569,10 +569,9 @@ def directions(shape: tuple[int, ...], samples: int, seed: int, name: str) -> np
 # --- the check ---
 
 def gradcheck(problem: rnn.Problem, spec: CheckSpec) -> Report:
-    """Analytic gradients (full BPTT) against numerical ones, per parameter."""
-    if not isinstance(problem, rnn.Problem):          # v1.1 problems: cells, batches, layers
-        from . import gradcheck_cells
-        return gradcheck_cells.gradcheck(problem, spec)
+    """Analytic gradients (full BPTT) against numerical ones, per parameter, for the
+    lecture's cell on one sequence and v1's parameters (gradcheck_cells.gradcheck takes any
+    problem and hands those here)."""
     eps = spec.step
     with np.errstate(all="ignore"):
         cache = rnn.forward(problem)
@@ -665,10 +664,8 @@ class Sizes:
 
     @classmethod
     def of(cls, p: rnn.Problem) -> "Sizes":
-        """Sizes from the problem's shapes, tokens and targets: no forward pass."""
-        if not isinstance(p, rnn.Problem):                # v1.1 problems size themselves
-            from . import gradcheck_cells
-            return gradcheck_cells.CellSizes.of(p)
+        """Sizes from the problem's shapes, tokens and targets: no forward pass (a vanilla
+        one-sequence problem; gradcheck_cells.CellSizes sizes any problem)."""
         T = last_scored(p) + 1
         first = first_nonzero_input(p, T)
         return cls(T, int(p.scored.sum()), p.H, p.D, p.N, p.inputs is not None,

@@ -67,9 +67,8 @@ def as_vanilla(p: Problem) -> rnn.Problem | None:
     if p.cell != "rnn" or p.batched or p.layer or w.U is None or w.h_init.ndim != 1:
         return None
     scored = np.ones(p.T, dtype=bool) if p.scored is None else p.scored
-    return rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
-                       p.hidden_activation, p.output_activation, p.inputs, p.tokens,
-                       p.targets, scored, p.loss, "mean" if p.reduction == "mean" else "sum")
+    # batch_mean of one sequence is the sum
+    return dataclasses.replace(p, scored=scored, reduction="mean" if p.reduction == "mean" else "sum")
 
 
 # --- the base model, time-major ---
@@ -135,9 +134,8 @@ class _Base:
         gradcheck's exact loss changes (reduction sum: the scale is applied by the caller)."""
         p, w = self.p, self.p.weights
         N, H = p.N, p.H
-        one = rnn.Problem(rnn.Weights(w.V, w.W, w.U, w.b_h, w.b_y, w.h_init),
-                          output_activation=p.output_activation, targets=self.y.reshape(-1, N),
-                          scored=self.scored.reshape(-1), loss=p.loss, reduction="sum")
+        one = Problem(w, output_activation=p.output_activation, targets=self.y.reshape(-1, N),
+                      scored=self.scored.reshape(-1), loss=p.loss, reduction="sum")
         return one, rnn.Cache(one, None, self.h.reshape(-1, H), self.z.reshape(-1, N),
                               self.yhat.reshape(-1, N))
 

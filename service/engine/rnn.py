@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import fused
+# the engine's one problem type: this module takes its vanilla, one-sequence instances (the
+# cell rnn, no batch axis, an output layer); evaluate.py routes the rest to sequence.py
+from .problem import Problem, Weights
 
 HIDDEN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
@@ -23,61 +26,6 @@ DEFAULT_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy",
 LOSS_NEEDS = {"cross_entropy": ("softmax",), "binary_cross_entropy": ("sigmoid",),
               "squared_error": None}
 PARAMETERS = ("V", "W", "U", "b_h", "b_y", "h_init")
-
-
-@dataclass
-class Weights:
-    V: np.ndarray       # H x D
-    W: np.ndarray       # H x H
-    U: np.ndarray       # N x H
-    b_h: np.ndarray     # H
-    b_y: np.ndarray     # N
-    h_init: np.ndarray  # H (zeros when the caller gave none)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in PARAMETERS}
-
-    def replace(self, **arrays) -> "Weights":
-        return Weights(**{**self.as_dict(), **arrays})
-
-
-@dataclass
-class Problem:
-    """One RNN and one sequence. `targets` is T x N (class indices are stored one-hot);
-    `scored[t]` is False where the caller gave a null target (or no targets at all)."""
-    weights: Weights
-    hidden_activation: str = "tanh"
-    output_activation: str = "softmax"
-    inputs: np.ndarray | None = None   # T x D dense inputs, or
-    tokens: np.ndarray | None = None   # T ints: x_t = onehot(tokens[t])
-    targets: np.ndarray | None = None  # T x N, or None (forward only)
-    scored: np.ndarray | None = None   # T bools
-    loss: str | None = None
-    reduction: str = "sum"
-
-    @property
-    def T(self) -> int:
-        return len(self.tokens) if self.tokens is not None else self.inputs.shape[0]
-
-    @property
-    def H(self) -> int:
-        return self.weights.W.shape[-1]
-
-    @property
-    def D(self) -> int:
-        return self.weights.V.shape[-1]
-
-    @property
-    def N(self) -> int:
-        return self.weights.U.shape[-2]
-
-    @property
-    def has_loss(self) -> bool:
-        return self.targets is not None
-
-    def loss_scale(self) -> float:
-        """What each scored L_t is multiplied by in L: 1 for sum, 1/#scored for mean."""
-        return 1.0 / max(int(self.scored.sum()), 1) if self.reduction == "mean" else 1.0
 
 
 # --- activations: f(a) and f'(a) written with the output h = f(a), so backward needs no a ---
