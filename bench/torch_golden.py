@@ -32,6 +32,9 @@ CASES = [
     ("rnn_masked_mean", "rnn", 3, True, "mean", False),
     ("lstm_layer", "lstm", 3, False, None, True),
     ("gru_layer", "gru", 2, False, None, True),
+    # unbatched nn.RNN and nn.GRU + Linear (h_0 1×H): layout pytorch, one sequence
+    ("rnn_unbatched", "rnn", None, False, "sum", False),
+    ("gru_unbatched", "gru", None, False, "sum", False),
 ]
 D, H, N, T = 5, 4, 6, 5
 
