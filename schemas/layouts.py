@@ -301,7 +301,12 @@ def weights_to_canonical(layout: Layout, cell: str, sent: dict, errors: list):
                                                  f" ({layout.describe.get(name, '')}), got {list(a.shape)}", "shape"))
             return None, sizes, arrays
         sizes[symbol] = value
-    for name, a in arrays.items():
+    fixers: dict = {}
+    for symbol, (name, _) in layout.fixes[cell].items():
+        fixers.setdefault(name, []).append(symbol)
+    # fields that fix a size first: a size read from a wrong field is not held against others
+    for name in sorted(arrays, key=lambda n: n not in fixers):
+        a = arrays[name]
         if a is None:
             continue
         try:
@@ -312,6 +317,9 @@ def weights_to_canonical(layout: Layout, cell: str, sent: dict, errors: list):
             what = layout.describe.get(name)
             errors.append((pointer(*base, name), f"{name} must have shape {_shape_text(spec[name], sizes, layout.symbols)}"
                                                  + (f" ({what})" if what else "") + f", got {list(a.shape)}", "shape"))
+            for symbol in fixers.get(name, ()):
+                if symbol != "H":
+                    sizes.pop(symbol, None)
     if errors or any(a is None for a in arrays.values()):
         return None, sizes, arrays
     canon: dict = {}

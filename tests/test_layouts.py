@@ -228,3 +228,146 @@ def test_a_shared_state_in_coursera_is_a_column_and_its_gradient_one_too(client)
     got = client.post("/v1/gradients", json=sent).get_json()
     same(got, expected(client.post("/v1/gradients", json=body).get_json()))
     assert np.array(got["gradients"]["c_init"]).shape == (2, 1)
+
+
+# --- errors: pointers at the caller's own names, as sent ---
+
+def _z(*shape):
+    return np.full(shape, 0.1).tolist()
+
+
+H_, D_, N_, T_, B_ = 3, 2, 4, 3, 2
+BODIES = {
+    "cs231n": {"layout": "cs231n", "model": {"cell": "lstm", "weights": {
+        "Wx": _z(D_, 4 * H_), "Wh": _z(H_, 4 * H_), "b": _z(4 * H_), "W_vocab": _z(H_, N_), "b_vocab": _z(N_)}},
+        "inputs": _z(B_, T_, D_), "targets": [[0] * T_] * B_},
+    "coursera": {"layout": "coursera", "model": {"cell": "lstm", "weights": {
+        **{f"W{g}": _z(H_, H_ + D_) for g in "fico"}, **{f"b{g}": _z(H_, 1) for g in "fico"},
+        "Wy": _z(N_, H_), "by": _z(N_, 1)}}, "inputs": _z(D_, B_, T_), "targets": [[0] * T_] * B_},
+    "pytorch": {"layout": "pytorch", "model": {"cell": "gru", "weights": {
+        "weight_ih_l0": _z(3 * H_, D_), "weight_hh_l0": _z(3 * H_, H_), "bias_ih_l0": _z(3 * H_),
+        "bias_hh_l0": _z(3 * H_), "fc.weight": _z(N_, H_), "fc.bias": _z(N_)}},
+        "inputs": _z(B_, T_, D_), "targets": [[0] * T_] * B_, "h_init": _z(1, B_, H_)},
+    "min-char-rnn": {"layout": "min-char-rnn", "model": {"weights": {
+        "Wxh": _z(H_, D_), "Whh": _z(H_, H_), "Why": _z(N_, H_), "bh": _z(H_, 1), "by": _z(N_, 1)}},
+        "tokens": [0, 1, 1], "targets": [0, 1, 2], "h_init": _z(H_, 1)},
+}
+
+
+def _errors(client, body, endpoint="gradients"):
+    r = client.post(f"/v1/{endpoint}", json=body)
+    assert r.status_code == 422, r.get_json()
+    assert r.mimetype == "application/problem+json"
+    return r.get_json()["errors"]
+
+
+@pytest.mark.parametrize("layout", sorted(BODIES))
+def test_each_layout_body_is_answered(client, layout):
+    assert client.post("/v1/gradients", json=BODIES[layout]).status_code == 200
+
+
+@pytest.mark.parametrize("layout,field,shape", [
+    ("cs231n", "Wh", (H_, 3 * H_)), ("cs231n", "b", (3 * H_,)), ("cs231n", "W_vocab", (N_, H_)),
+    ("coursera", "Wi", (H_, H_ + D_ + 1)), ("coursera", "bo", (H_ + 1, 1)), ("coursera", "Wy", (N_, H_ + 1)),
+    ("pytorch", "bias_hh_l0", (2 * H_,)), ("pytorch", "weight_ih_l0", (3 * H_ + 1, D_)),
+    ("pytorch", "fc.weight", (N_, H_ + 1)), ("min-char-rnn", "Why", (N_, H_ + 1)),
+    ("min-char-rnn", "bh", (H_ + 1, 1))])
+def test_a_wrong_shape_names_the_layouts_field(client, layout, field, shape):
+    body = json_copy(BODIES[layout])
+    body["model"]["weights"][field] = _z(*shape)
+    errors = _errors(client, body)
+    assert [e["pointer"] for e in errors] == [f"/model/weights/{field}"]
+    assert field in errors[0]["detail"] and errors[0]["code"] == "shape"
+    assert str(list(shape)) in errors[0]["detail"]              # what was sent
+
+
+def json_copy(x):
+    import copy
+    return copy.deepcopy(x)
+
+
+@pytest.mark.parametrize("layout", sorted(BODIES))
+@pytest.mark.parametrize("name", ["V", "b_h"])
+def test_a_lecture_name_in_another_layout_is_a_422_with_its_pointer(client, layout, name):
+    body = json_copy(BODIES[layout])
+    body["model"]["weights"][name] = _z(3, 3) if name == "V" else _z(3)
+    errors = _errors(client, body, "forward")
+    assert [e["pointer"] for e in errors] == [f"/model/weights/{name}"]
+    assert errors[0]["code"] == "unknown_field" and "lecture" in errors[0]["detail"]
+
+
+@pytest.mark.parametrize("layout,cell", [("cs231n", "gru"), ("coursera", "gru"), ("min-char-rnn", "lstm"),
+                                         ("min-char-rnn", "gru")])
+def test_a_cell_the_layout_does_not_have_is_a_422(client, layout, cell):
+    body = json_copy(BODIES[layout])
+    body["model"]["cell"] = cell
+    errors = _errors(client, body, "forward")
+    assert [e["pointer"] for e in errors] == ["/model/cell"]
+    assert layout in errors[0]["detail"]
+
+
+@pytest.mark.parametrize("layout,field", [("cs231n", "Wh"), ("coursera", "bc"), ("pytorch", "bias_ih_l0"),
+                                          ("min-char-rnn", "Whh")])
+def test_a_missing_field_is_named(client, layout, field):
+    body = json_copy(BODIES[layout])
+    del body["model"]["weights"][field]
+    errors = _errors(client, body)
+    assert errors == [{"pointer": f"/model/weights/{field}", "detail": "required field is missing",
+                       "code": "required"}]
+
+
+def test_elements_are_pointed_at_as_sent(client):
+    body = json_copy(BODIES["coursera"])
+    body["model"]["weights"]["Wf"][2][4] = "x"
+    body["inputs"][1][0][2] = None
+    errors = _errors(client, body)
+    assert {e["pointer"] for e in errors} == {"/model/weights/Wf/2/4", "/inputs/1/0/2"}
+    body = json_copy(BODIES["cs231n"])
+    body["model"]["weights"]["Wx"][1][7] = True
+    assert [e["pointer"] for e in _errors(client, body)] == ["/model/weights/Wx/1/7"]
+
+
+def test_per_step_arrays_are_checked_in_the_layouts_axes(client):
+    body = json_copy(BODIES["coursera"])
+    body["inputs"] = _z(D_, B_, T_)
+    body["inputs"][1][0] = [0.1] * (T_ + 1)                    # one ragged time axis
+    errors = _errors(client, body)
+    assert errors[0]["pointer"] == "/inputs/1/0" and "T_x" in errors[0]["detail"]
+    body = json_copy(BODIES["coursera"])
+    body["h_init"] = _z(H_, B_ + 1)
+    errors = _errors(client, body)
+    assert errors[0]["pointer"] == "/h_init/0" and "m" in errors[0]["detail"]
+    body = json_copy(BODIES["coursera"])
+    body["inputs"] = _z(B_, D_)                                # not time-last n_x×m×T_x
+    assert _errors(client, body)[0]["pointer"] == "/inputs"
+    body = json_copy(BODIES["pytorch"])
+    body["h_init"] = _z(B_, H_)                                # h_0 is 1×B×H
+    assert _errors(client, body)[0]["pointer"] == "/h_init"
+    body = json_copy(BODIES["min-char-rnn"])
+    body.update(tokens=[[0, 1, 1]], targets=[[0, 1, 2]])       # one sequence only
+    assert _errors(client, body)[0]["pointer"] == "/tokens"
+
+
+def test_pytorch_gru_is_reset_after_and_its_output_layer_comes_whole(client):
+    body = json_copy(BODIES["pytorch"])
+    body["model"]["gru_reset"] = "before"
+    assert [e["pointer"] for e in _errors(client, body)] == ["/model/gru_reset"]
+    body = json_copy(BODIES["pytorch"])
+    del body["model"]["weights"]["fc.bias"]
+    assert [e["pointer"] for e in _errors(client, body)] == ["/model/weights/fc.bias"]
+
+
+def test_binary_arrays_work_in_a_layout(client):
+    import base64
+    body = json_copy(BODIES["coursera"])
+
+    def binary(x):
+        a = np.asarray(x, dtype="<f8")
+        return {"dtype": "float64", "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()}
+    sent = json_copy(body)
+    sent["model"]["weights"]["Wf"] = binary(body["model"]["weights"]["Wf"])
+    sent["inputs"] = binary(np.linspace(-1, 1, D_ * B_ * T_).reshape(D_, B_, T_))
+    body["inputs"] = np.linspace(-1, 1, D_ * B_ * T_).reshape(D_, B_, T_).tolist()
+    a, b = client.post("/v1/gradients", json=body), client.post("/v1/gradients", json=sent)
+    assert a.status_code == b.status_code == 200, b.get_json()
+    assert a.get_json()["gradients"] == b.get_json()["gradients"]
