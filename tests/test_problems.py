@@ -153,3 +153,103 @@ def test_over_a_size_limit_is_413(client):
 def test_a_problem_too_big_to_send_back_is_413(client):
     r = client.post("/v1/problems", json={"hidden_size": 4096, "input_size": 4096})
     assert r.status_code == 413 and "request body" in r.json["detail"]
+
+
+# --- v1.1 kinds: cell, gru_reset, batch_size, layer ---
+
+def _uniform(r, lo, hi):
+    return float(f"{lo + (hi - lo) * ((r >> 11) * 2.0 ** -53):.6g}") + 0.0
+
+
+def test_v11_draws_follow_the_documented_order(client):
+    """The docstring's v1.1 order, coded here: V (G·H×D), W (G·H×H), U, b_h (G·H), b_y, then
+    the B×T×D inputs sequence by sequence, B×T targets, then b_hn (gru after)."""
+    seed, G, H, D, N, T, B, s = 77, 3, 2, 2, 3, 3, 2, 0.5
+    raw = [int(r) for r in np.random.PCG64(seed).random_raw(10_000)]
+    p = make(client, {"seed": seed, "cell": "gru", "batch_size": B, "input_size": D, "hidden_size": H,
+                      "output_size": N, "steps": T})
+    w = p["model"]["weights"]
+    flat = lambda m: [x for row in m for x in row]                 # noqa: E731
+    got = flat(w["V"]) + flat(w["W"]) + flat(w["U"]) + w["b_h"] + w["b_y"]
+    n = len(got)
+    assert n == G * H * D + G * H * H + N * H + G * H + N
+    assert got == [_uniform(r, -s, s) for r in raw[:n]]
+    assert [x for seq in p["inputs"] for row in seq for x in row] == \
+        [_uniform(r, -1.0, 1.0) for r in raw[n:n + B * T * D]]
+    n += B * T * D
+    assert p["targets"] == [[r % N for r in raw[n + b * T:n + (b + 1) * T]] for b in range(B)]
+    n += B * T
+    assert w["b_hn"] == [_uniform(r, -s, s) for r in raw[n:n + H]]
+    assert p["model"]["cell"] == "gru" and "gru_reset" not in p["model"]
+
+
+def test_layer_draws_no_output_layer_and_an_upstream_last(client):
+    seed, H, D, T = 78, 2, 2, 3
+    raw = [int(r) for r in np.random.PCG64(seed).random_raw(10_000)]
+    p = make(client, {"seed": seed, "layer": True, "input_size": D, "hidden_size": H, "steps": T})
+    w = p["model"]["weights"]
+    assert set(w) == {"V", "W", "b_h"} and "targets" not in p and "loss" not in p
+    n = H * D + H * H + H + T * D
+    assert [x for row in p["upstream"]["hidden"] for x in row] == \
+        [_uniform(r, -1.0, 1.0) for r in raw[n:n + T * H]]
+
+
+def test_the_lecture_rnn_draws_are_unchanged_by_v11(client):
+    """batch_size 1 is a batch of one: sequence 0 is the one-sequence problem's."""
+    one = make(client, {"seed": 5, "steps": 4})
+    batch = make(client, {"seed": 5, "steps": 4, "batch_size": 1})
+    assert batch["model"] == one["model"]
+    assert batch["inputs"] == [one["inputs"]] and batch["targets"] == [one["targets"]]
+
+
+V11_BODIES = [
+    {"seed": 1, "cell": "lstm"}, {"seed": 2, "cell": "lstm", "batch_size": 3, "reduction": "batch_mean"},
+    {"seed": 3, "cell": "lstm", "layer": True, "batch_size": 2},
+    {"seed": 4, "cell": "lstm", "tokens": True, "vocab_size": 5, "score_last_step_only": True, "batch_size": 2},
+    {"seed": 5, "cell": "gru"}, {"seed": 6, "cell": "gru", "gru_reset": "before", "batch_size": 2},
+    {"seed": 7, "cell": "gru", "layer": True}, {"seed": 8, "cell": "gru", "gru_reset": "before", "layer": True},
+    {"seed": 9, "batch_size": 4, "reduction": "mean", "hidden_activation": "relu"},
+    {"seed": 10, "layer": True, "batch_size": 2, "tokens": True, "vocab_size": 3},
+    {"seed": 11, "cell": "gru", "batch_size": 2, "output_activation": "sigmoid"},
+]
+
+
+@pytest.mark.parametrize("body", V11_BODIES, ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()))
+def test_every_v11_kind_is_accepted_as_it_is_by_every_endpoint(client, body):
+    problem = make(client, body)
+    forward = client.post("/v1/forward", json=problem)
+    assert forward.status_code == 200, forward.json
+    grads = client.post("/v1/gradients", json=problem)
+    assert grads.status_code == 200, grads.json
+    check = client.post("/v1/gradcheck", json=problem)
+    assert check.status_code == 200 and check.json["passed"] is True, check.json
+    g = grads.json
+    sub = {"loss": g["loss"], "step_losses": g["step_losses"], "hidden": g["hidden"], "gradients": g["gradients"]}
+    for name in ("outputs", "cell"):
+        if g.get(name) is not None:
+            sub[name] = g[name]
+    graded = client.post("/v1/grade", json={**problem, "submission": sub})
+    assert graded.status_code == 200 and graded.json["score"] == 1.0, graded.json
+    assert len(graded.json["checks"]) == 3 + len(g["gradients"]) + sum(n in sub for n in ("outputs", "cell"))
+
+
+@pytest.mark.parametrize("body, pointer", [
+    ({"cell": "lstm", "hidden_activation": "relu"}, "/hidden_activation"),
+    ({"gru_reset": "before"}, "/gru_reset"),
+    ({"cell": "gru", "gru_reset": "sideways"}, "/gru_reset"),
+    ({"cell": "cnn"}, "/cell"),
+    ({"batch_size": 0}, "/batch_size"),
+    ({"layer": True, "loss": "squared_error"}, "/loss"),
+    ({"layer": True, "reduction": "mean"}, "/reduction"),
+    ({"layer": True, "output_size": 3}, "/output_size"),
+    ({"layer": True, "score_last_step_only": True}, "/score_last_step_only"),
+])
+def test_bad_v11_body_is_422_with_pointer(client, body, pointer):
+    r = client.post("/v1/problems", json=body)
+    assert r.status_code == 422 and r.mimetype == "application/problem+json"
+    assert pointer in [e["pointer"] for e in r.json["errors"]]
+
+
+def test_a_batch_over_the_limit_is_413(client):
+    r = client.post("/v1/problems", json={"batch_size": 1_025})
+    assert r.status_code == 413 and r.json["errors"][0]["pointer"] == "/batch_size"
