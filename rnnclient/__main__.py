@@ -2,6 +2,10 @@
 
 Exit codes: 0 answered, 1 the service answered with a problem (printed to stderr as
 problem+json), 2 bad usage or an unreadable file, 3 the service could not be reached.
+
+python -m rnnclient grade-batch PROBLEM SUBMISSIONS_DIR --out DIR [--format gradescope|prairielearn|default]
+[--concurrency N] [--retries N]: grade every submission file of a folder (rnnclient/batch.py;
+the same exit codes: 1 some submission was answered with a problem, 3 unreachable).
 """
 from __future__ import annotations
 
@@ -14,10 +18,51 @@ import requests
 
 from .client import DEFAULT_URL, ApiError, Client
 
-ENDPOINTS = ("forward", "gradients", "gradcheck", "grade", "problems", "health")
+ENDPOINTS = ("forward", "gradients", "gradcheck", "grade", "problems", "health")  # and grade-batch
+
+
+def grade_batch_main(argv: list[str]) -> int:
+    from . import batch
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnclient grade-batch",
+        description="Grade every *.json submission in a folder against one problem; write one "
+                    "results file per submission and summary.csv. Exit codes: 0 all graded, "
+                    "1 the service answered some submission with a problem it cannot retry, "
+                    "2 bad usage, 3 the service could not be reached.")
+    parser.add_argument("problem", help="the problem object (JSON file)")
+    parser.add_argument("submissions", help="a folder of submission files (*.json)")
+    parser.add_argument("--out", required=True, help="the folder for the results and summary.csv")
+    parser.add_argument("--format", choices=("gradescope", "prairielearn", "default"), default="gradescope",
+                        help="the results files' format (default gradescope)")
+    parser.add_argument("--concurrency", type=_positive, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--retries", type=_non_negative, default=5,
+                        help="tries again on 429, 503 and connection errors (default 5)")
+    parser.add_argument("--backoff", type=float, default=0.5, help="first backoff in seconds (default 0.5)")
+    parser.add_argument("--max-backoff", type=float, default=30.0, help="longest wait in seconds (default 30)")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL}, or $RNN_URL)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return batch.main(parser.parse_args(argv))
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _non_negative(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["grade-batch"]:
+        return grade_batch_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m rnnclient",
         description="Send a JSON request body to the RNN gradient service and print the answer.")

@@ -155,7 +155,7 @@ class Client:
 
     def grade(self, problem: Problem, submission: Mapping[str, Any], rtol: float | None = None,
               atol: float | None = None,
-              format: Literal["default", "gradescope"] = "default") -> GradeResult | GradescopeResult:
+              format: Literal["default", "gradescope", "prairielearn"] = "default") -> GradeResult | GradescopeResult | dict:
         tolerance = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None} or None
         return self.post("grade", _with(problem, submission=submission, tolerance=tolerance,
                                         format=None if format == "default" else format))
