@@ -47,9 +47,13 @@ test: system-deps install-test
 # bench/results.md). torch is a bench-only extra in its own venv: never in .venv or make test.
 BENCH_VENV := bench/.venv
 TORCH_VERSION := 2.13.0
-$(BENCH_VENV)/.installed: requirements.txt
+# jax: bench/floor.py's peer (JAX jit, float64, one thread; 0.10.2 is the last for Python 3.11);
+# py-spy: the request path's profile (bench/results.md)
+JAX_VERSION := 0.10.2
+$(BENCH_VENV)/.installed: requirements.txt Makefile
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt torch==$(TORCH_VERSION)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt torch==$(TORCH_VERSION) \
+	  "jax[cpu]==$(JAX_VERSION)" py-spy==0.4.3
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

@@ -6,6 +6,8 @@ this one run. Prints a table and writes bench/results.md with the machine it ran
 `--only cells golden` runs only the v1.1 engine's LSTM/GRU rows against torch.nn.LSTM/GRU and
 the live re-check of tests/golden/torch_*.json (bench/cells_vs_torch.py); those keep their own
 section of bench/results.md, so a run of only them leaves the rest of the file as it was.
+`--only floor jax` likewise: the /v1/gradients round trip against its floor and the engine
+against JAX jit (bench/floor.py, bench/jax_ref.py), in their own section.
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
-import orjson
-import pybase64
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import floor  # noqa: E402,I001  (first: bench/jax_ref.py sets XLA_FLAGS and x64 before jax loads)
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+import pybase64  # noqa: E402
+import torch  # noqa: E402
 
 import cells_vs_torch  # noqa: E402
 import problems  # noqa: E402
@@ -352,6 +355,20 @@ def bench_golden(table: Table, quick: bool) -> None:
     cells_vs_torch.bench_golden(quick)
 
 
+# --- the request path against its floor, the engine against JAX jit (bench/floor.py: its own
+# table and section of bench/results.md) ---
+
+FLOOR_PARTS = ("floor", "jax")
+
+
+def bench_floor(table: Table, quick: bool) -> None:
+    floor.bench_floor(quick)
+
+
+def bench_jax(table: Table, quick: bool) -> None:
+    floor.bench_engine_vs_jax(quick)
+
+
 # --- memory: peak RSS of a worker for the largest request the default limits take ---
 
 LARGEST = {  # name -> (D, H, N, T, encoding, include): at the body, work or T²·H limits
@@ -402,7 +419,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--only", nargs="*", default=["engine", "http", "throughput", "gradcheck", "memory",
-                                                      *CELL_PARTS])
+                                                      *CELL_PARTS, *FLOOR_PARTS])
     args = parser.parse_args()
     os.chdir(ROOT)
     info = machine()
@@ -413,15 +430,19 @@ def main() -> None:
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for note in table.notes:
         print("note:", note)
-    if any(part not in CELL_PARTS for part in args.only):
+    for note in floor.NOTES:
+        print("note:", note)
+    argv = " ".join(sys.argv[1:])
+    if os.environ.get("MAKELEVEL"):
+        command = f'make bench BENCH_ARGS="{argv}"' if argv else "make bench"
+    else:
+        command = f"bench/run.py {argv}".strip()
+    if any(part not in CELL_PARTS + FLOOR_PARTS for part in args.only):
         write_results(info, table)
     if any(part in CELL_PARTS for part in args.only):
-        argv = " ".join(sys.argv[1:])
-        if os.environ.get("MAKELEVEL"):
-            command = f'make bench BENCH_ARGS="{argv}"' if argv else "make bench"
-        else:
-            command = f"bench/run.py {argv}".strip()
         cells_vs_torch.write_section(info, command)
+    if any(part in FLOOR_PARTS for part in args.only):
+        floor.write_section({**info, "jax": floor.jax_ref.jax.__version__}, command)
 
 
 def write_results(info: dict, table: Table) -> None:
