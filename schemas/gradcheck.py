@@ -7,7 +7,14 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from .base import Integer, StrictModel
+from . import layouts
+from .errors import RequestInvalid
 from .problem import ParameterName, ProblemIn
+
+# the names gradcheck takes in a layout other than the lecture's (each layout checks its own)
+CheckedName = Literal[tuple(dict.fromkeys(ParameterName.__args__ + tuple(
+    n for lay in layouts.LAYOUTS.values() if lay.name != "lecture" for c in lay.cells
+    for n in lay.fields(c))))]
 
 Method = Literal["central", "forward", "complex_step", "richardson", "taylor"]
 Mode = Literal["full", "sample", "directional"]
@@ -30,11 +37,12 @@ class CheckOptions(StrictModel):
     seed: Integer(ge=0, le=2 ** 63 - 1) = Field(0, description=(
         "for sample and directional: parameter number k in (V, W, U, b_h, b_y, h_init, b_hn, c_init, inputs) draws "
         "from numpy.random.default_rng([seed, k])"))
-    parameters: list[ParameterName] | None = Field(None, min_length=1, description=(
+    parameters: list[CheckedName] | None = Field(None, min_length=1, description=(
         "the parameters to check, each named once: any of V, W, U, b_h, b_y, h_init, b_hn, "
         "c_init, inputs that the problem has (default: all it has; U and b_y only with an "
         "output layer outside layer mode, c_init for the lstm, b_hn for the gru with "
-        "gru_reset after, inputs with dense inputs)"))
+        "gru_reset after, inputs with dense inputs); in another layout, that layout's weight "
+        "names (e.g. Wx, Wh, b) and h_init, c_init, inputs"))
     rtol: NonNegative = Field(1e-5, description="an item passes if |a − n| ≤ atol + rtol·|n|")
     atol: NonNegative = Field(1e-8)
 
@@ -48,6 +56,29 @@ class CheckOptions(StrictModel):
 
 class GradcheckIn(ProblemIn):
     check: CheckOptions = Field(default_factory=CheckOptions)
+
+    def checked_parameters(self, has: dict) -> tuple[str, ...]:
+        """The canonical parameters to check (`has`: the problem's, name -> shape, in the
+        canonical order); 422 at /check/parameters/i for a name the problem does not have."""
+        asked = self.check.parameters
+        if self._layout_ctx is not None:
+            return layouts.check_parameters(layouts.LAYOUTS[self.layout], self.model.cell, self._layout_ctx,
+                                            asked, has)[1]
+        absent = [(i, n) for i, n in enumerate(asked or ()) if n not in has]
+        if absent:
+            raise RequestInvalid([(f"/check/parameters/{i}", f"this problem has no {n}: its parameters "
+                                                             f"are {', '.join(has)}", "parameter_absent")
+                                  for i, n in absent])
+        return tuple(n for n in has if asked is None or n in asked)
+
+    def selections(self, has: dict) -> dict | None:
+        """In a layout: each of the caller's arrays to check as a selection of canonical
+        elements or directions (service.engine.gradcheck_items); None in the lecture's."""
+        if self._layout_ctx is None:
+            return None
+        layout, c = layouts.LAYOUTS[self.layout], self.check
+        names = layouts.check_parameters(layout, self.model.cell, self._layout_ctx, c.parameters, has)[0]
+        return layouts.selections(layout, self.model.cell, self._layout_ctx, names, has, c.mode, c.samples, c.seed)
 
 
 # --- response (built with model_construct) ---
@@ -81,4 +112,5 @@ class GradcheckOut(BaseModel):
     seed: int | None = Field(description="null in full mode")
     evaluations: int = Field(description="loss evaluations: the base model plus every perturbed one")
     convergence_order: float | None = Field(description="taylor only: median over parameters")
-    parameters: dict[ParameterName, ParameterCheck]
+    parameters: dict[CheckedName, ParameterCheck] = Field(
+        description="per parameter, in the request's layout's names")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from .base import (BinaryArray, BinaryMatrixAnswer, BinaryScalarAnswer, BinaryVectorAnswer, StrictModel,
                    binary_value)
 from .errors import RequestInvalid, pointer
+from . import layouts
 from .problem import ProblemIn
 
 Tol = Annotated[float, Field(ge=0)]
@@ -64,6 +65,8 @@ class Tolerance(StrictModel):
 
 
 class GradeIn(ProblemIn):
+    """In a layout other than the lecture's, submission.gradients has that layout's names
+    (and h_init, c_init, inputs), in its shapes; checks are named gradients.<its name>."""
     submission: Submission
     tolerance: Tolerance = Field(default_factory=Tolerance)
     format: Literal["default", "gradescope", "prairielearn"] = "default"
@@ -76,17 +79,19 @@ class GradeIn(ProblemIn):
         given = [(name, getattr(s, name), ("submission", name)) for name in
                  ("loss", "step_losses", "outputs", "hidden", "cell") if name in s.model_fields_set]
         if s.gradients is not None:
-            if not s.gradients.model_fields_set:
+            grads = self._layout_gradients if self._layout_gradients is not None else \
+                {n: getattr(s.gradients, n) for n in GRADIENT_NAMES if n in s.gradients.model_fields_set}
+            if not grads:
                 raise RequestInvalid([("/submission/gradients", "give at least one of "
                                        + ", ".join(GRADIENT_NAMES) + " (or leave gradients out)", "size")])
-            given += [(f"gradients.{n}", getattr(s.gradients, n), ("submission", "gradients", n))
-                      for n in GRADIENT_NAMES if n in s.gradients.model_fields_set]
+            given += [(f"gradients.{n}", v, ("submission", "gradients", n)) for n, v in grads.items()]
         if not given:
             raise RequestInvalid([("/submission", "give at least one of loss, step_losses, outputs, "
                                                   "hidden, cell, gradients.{" + ", ".join(GRADIENT_NAMES)
                                    + "}", "size")])
         errors: list[tuple[str, str]] = []
-        out = {name: answer(value, where, errors, nulls=name == "step_losses", kind=RANKS[name][batched])
+        out = {name: answer(value, where, errors, nulls=name == "step_losses",
+                            kind=RANKS[name][batched] if name in RANKS else BinaryArray)
                for name, value, where in given}
         if errors:
             raise RequestInvalid(errors)
@@ -215,3 +220,10 @@ class PrairieLearnOut(BaseModel):
     message: str
     output: str
     tests: list[PrairieLearnTest]
+
+
+def grade_items(req: GradeIn, submitted: dict) -> list | None:
+    """In a layout: service.engine.grade.grade_mapped's items (None in the lecture's)."""
+    if req._layout_ctx is None:
+        return None
+    return layouts.grade_items(layouts.LAYOUTS[req.layout], req.model.cell, req._layout_ctx, submitted)

@@ -88,7 +88,7 @@ class Layout:
     axes: dict             # kind (inputs, hidden, outputs, state) -> the caller's axes, batched
     axes_one: dict | None  # the same for one sequence; None: always batched
     batches: bool = True   # False: one sequence only
-    shared_state: str | None = None    # the state's axes when shared by every sequence
+    shared_state: str = "H"            # the state's axes when one state is shared by every sequence
     symbols: dict = field(default_factory=dict)   # how the layout names H, D, N, B, T
     gru_after_only: bool = False
     describe: dict = field(default_factory=dict)  # field -> a sentence for openapi
@@ -174,7 +174,7 @@ LAYOUTS: dict[str, Layout] = {
         fixes={c: {"H": ("Wh", 0), "D": ("Wx", 0), "N": ("W_vocab", 1)} for c in ("rnn", "lstm")},
         pieces={c: _cs231n(c) for c in ("rnn", "lstm")},
         output={c: ("W_vocab", "b_vocab") for c in ("rnn", "lstm")},
-        axes=LECTURE_AXES, axes_one=LECTURE_ONE, shared_state="H",
+        axes=LECTURE_AXES, axes_one=LECTURE_ONE,
         describe={"Wx": "D×G·H = Vᵀ (x.dot(Wx)); lstm column blocks i, f, o, g",
                   "Wh": "H×G·H = Wᵀ (prev_h.dot(Wh)); lstm column blocks i, f, o, g",
                   "b": "G·H = b_h; lstm blocks i, f, o, g",
@@ -211,7 +211,7 @@ LAYOUTS: dict[str, Layout] = {
         pieces={c: _pytorch(c) for c in ("rnn", "lstm", "gru")},
         output={c: ("fc.weight", "fc.bias") for c in ("rnn", "lstm", "gru")},
         axes=LECTURE_AXES | {"state": ("1", "B", "H")},
-        axes_one=LECTURE_ONE | {"state": ("1", "H")}, gru_after_only=True,
+        axes_one=LECTURE_ONE | {"state": ("1", "H")}, shared_state="1,H", gru_after_only=True,
         describe={"weight_ih_l0": "G·H×D = V (lstm gates i, f, g, o; gru r, z, n)",
                   "weight_hh_l0": "G·H×H = W", "bias_ih_l0": "G·H: b_h is bias_ih + bias_hh "
                   "(gru: the n block of bias_ih is b_n)", "bias_hh_l0": "G·H (gru: its n block "
@@ -222,7 +222,7 @@ LAYOUTS: dict[str, Layout] = {
                          "by": ("N", "1")}},
         fixes={"rnn": {"H": ("Whh", 0), "D": ("Wxh", 1), "N": ("Why", 0)}},
         pieces={"rnn": _min_char_rnn("rnn")}, output={"rnn": ("Why", "by")},
-        axes=LECTURE_AXES, axes_one=LECTURE_ONE | {"state": ("H", "1")}, batches=False,
+        axes=LECTURE_AXES, axes_one=LECTURE_ONE | {"state": ("H", "1")}, batches=False, shared_state="H,1",
         symbols={"D": "V", "N": "V"},
         describe={"Wxh": "H×V = V (V: the vocabulary size)", "Whh": "H×H = W", "Why": "V×H = U",
                   "bh": "H×1 = b_h", "by": "V×1 = b_y"}),
@@ -386,11 +386,8 @@ def _kind_axes(layout: Layout, kind: str, batched: bool):
 
 def state_axes(layout: Layout, batched: bool, shared: bool):
     """(the caller's axes, canonical axes) of an initial state."""
-    if shared and batched:
-        if layout.shared_state == "H,1":
-            return ("H", "1"), ("H",)
-        if layout.shared_state == "H":
-            return ("H",), ("H",)
+    if shared:
+        return tuple(layout.shared_state.split(",")), ("H",)
     return _kind_axes(layout, "state", batched)
 
 
@@ -487,7 +484,7 @@ def validate(data: dict, handler):
     with the caller's weights kept for arrays()."""
     layout = LAYOUTS[data["layout"]]
     model = data.get("model")
-    errors, sent = [], None
+    errors, sent, grads = [], None, None
     if isinstance(model, dict) and isinstance(model.get("weights"), dict):
         cell = model.get("cell", "rnn")
         if cell in layout.cells:
@@ -500,6 +497,8 @@ def validate(data: dict, handler):
             errors.append(("/model/cell", f"the {layout.name} layout has no {cell} cell (its cells: "
                                           f"{', '.join(layout.cells)})", "depends"))
         data = {**data, "model": {**model, "weights": PLACEHOLDER}}
+        if "submission" in data and cell in layout.cells:
+            grads, data["submission"] = validate_submission(layout, cell, data["submission"], errors)
     try:
         req = handler(data)
     except ValidationError as exc:
@@ -509,6 +508,8 @@ def validate(data: dict, handler):
     if errors:
         raise RequestInvalid(errors)
     req._layout_sent = sent
+    if grads is not None:
+        req._layout_gradients = grads
     return req
 
 
@@ -613,7 +614,9 @@ def arrays(req, limits, targets_required: bool):
     seq = fields["inputs"] if fields["inputs"] is not None else fields["tokens"]
     req._layout_ctx = {"batched": seq.ndim == (3 if fields["inputs"] is not None else 2),
                        "sizes": {**{k: v for k, v in sizes.items() if v is not None}, "G": GATE_COUNT[cell]},
-                       "shapes": {n: a.shape for n, a in sent.items() if a is not None}}
+                       "shapes": {n: a.shape for n, a in sent.items() if a is not None},
+                       "state_ndim": {n: fields["weights"][n].ndim for n in STATE_FIELDS
+                                      if fields["weights"].get(n) is not None}}
     return fields
 
 
@@ -625,3 +628,147 @@ def _translated(e: dict, layout: Layout, cell: str) -> dict:
         if field_ is not None:
             return {**e, "pointer": pointer("model", "weights", field_)}
     return e
+
+
+# --- gradcheck in a layout: each of the caller's arrays is a selection of canonical elements ---
+
+def layout_parameters(layout: Layout, cell: str, ctx: dict, has: dict) -> tuple[str, ...]:
+    """The caller's arrays that gradcheck can check (in the layout's order): the weights
+    whose every piece is a canonical parameter with a gradient, and the states and inputs."""
+    out = []
+    for name in parameter_names(layout, cell):
+        if name in STATE_FIELDS + ("inputs",):
+            if name in has:
+                out.append(name)
+        elif name in ctx["shapes"] and all(p.canon in has for p in layout.pieces[cell] if p.field == name):
+            out.append(name)
+    return tuple(out)
+
+
+def check_parameters(layout: Layout, cell: str, ctx: dict, requested, has: dict) -> tuple[tuple, tuple]:
+    """(the caller's arrays to check, the canonical parameters they touch), 422 at
+    /check/parameters/i for a name this problem does not have."""
+    available = layout_parameters(layout, cell, ctx, has)
+    if requested is not None:
+        absent = [(i, n) for i, n in enumerate(requested) if n not in available]
+        if absent:
+            raise RequestInvalid([(f"/check/parameters/{i}", f"this problem has no {n} in the {layout.name} "
+                                                             f"layout: its parameters are {', '.join(available)}",
+                                   "parameter_absent") for i, n in absent])
+    names = tuple(n for n in available if requested is None or n in requested)
+    touched = set()
+    for n in names:
+        touched |= set(np.unique(index_map(layout, cell, n, ctx, has)[0]))
+    return names, tuple(n for n in has if n in touched)
+
+
+def selections(layout: Layout, cell: str, ctx: dict, names: tuple, has: dict, mode: str, samples: int,
+               seed: int) -> dict:
+    """What gradcheck_items checks for each of the caller's arrays: its elements (full), a
+    sample of them, or random unit directions in its own shape, as canonical elements or
+    directions. Array number k of parameter_names draws from default_rng([seed, k])."""
+    order = parameter_names(layout, cell)
+    out = {}
+    for name in names:
+        cnames, flat = index_map(layout, cell, name, ctx, has)
+        shape = flat.shape
+        rng = np.random.default_rng([seed, order.index(name)])
+        if mode == "directional":
+            u = rng.standard_normal((samples, flat.size))
+            u /= np.linalg.norm(u, axis=1, keepdims=True)
+            dirs = {}
+            for c in np.unique(cnames):
+                mine = (cnames == c).ravel()
+                d = np.zeros((samples, int(np.prod(has[c]))))
+                np.add.at(d, (slice(None), flat.ravel()[mine]), u[:, mine])
+                dirs[c] = d
+            out[name] = {"directions": dirs, "index": lambda k: [int(k)]}
+            continue
+        picked = np.arange(flat.size) if mode == "full" else \
+            np.sort(rng.choice(flat.size, size=min(samples, flat.size), replace=False))
+        out[name] = {"names": cnames.ravel()[picked], "flat": flat.ravel()[picked],
+                     "index": (lambda picked, shape: lambda k: [int(i) for i in np.unravel_index(picked[k], shape)])(
+                         picked, shape)}
+    return out
+
+
+# --- grade in a layout: submissions in the caller's names and shapes ---
+
+GRADE_STEP_FIELDS = {"outputs": "outputs", "hidden": "hidden", "cell": "hidden"}
+
+
+def _canon_shapes(ctx: dict) -> dict:
+    sizes = ctx["sizes"]
+    out = {}
+    for name, shape in CANON_SHAPES.items():
+        try:
+            out[name] = tuple(size_of(e, sizes) for e in shape)
+        except NameError:
+            pass
+    return out
+
+
+def grade_items(layout: Layout, cell: str, ctx: dict, submitted: dict) -> list:
+    """service.engine.grade.grade_mapped's items for the submitted fields: each compared in
+    the caller's orientation, gradients diagnosed as the canonical array they are a
+    rearrangement of (when they are all of one)."""
+    batched = ctx["batched"]
+    items = []
+    for label, got in submitted.items():
+        if not label.startswith("gradients."):
+            if label in GRADE_STEP_FIELDS:
+                mine, canon = _kind_axes(layout, GRADE_STEP_FIELDS[label], batched)
+                items.append((label, [label], (lambda lab, mine, canon: lambda v: step_from_canonical(
+                    np.asarray(v[lab]), mine, canon))(label, mine, canon), got, None, None))
+            else:
+                items.append((label, [label], (lambda lab: lambda v: v[lab])(label), got, None, None))
+            continue
+        name = label.split(".", 1)[1]
+        if name in STATE_FIELDS + ("inputs",):
+            field = f"gradients.{name}"
+            if name == "inputs":
+                mine, canon = _kind_axes(layout, "inputs", batched)
+            else:
+                mine, canon = state_axes(layout, batched, ctx["state_ndim"].get(name, 1) == 1)
+            items.append((label, [field], (lambda f, mine, canon: lambda v: step_from_canonical(
+                np.asarray(v[f]), mine, canon))(field, mine, canon), got, field,
+                (lambda mine, canon: lambda g: step_to_canonical(g, mine, canon))(mine, canon)))
+            continue
+        canon_names = sorted({p.canon for p in layout.pieces[cell] if p.field == name})
+        fields = [f"gradients.{c}" for c in canon_names]
+
+        def arrange(v, name=name, canon_names=canon_names):
+            grads = {c: np.asarray(v[f"gradients.{c}"]) for c in canon_names}
+            return weights_from_canonical(layout, cell, grads, ctx["sizes"], ctx["shapes"])[name]
+        shapes = _canon_shapes(ctx)
+        names, flat = index_map(layout, cell, name, ctx, shapes)
+        one = len(canon_names) == 1 and np.array_equal(np.sort(flat.ravel()), np.arange(int(np.prod(shapes[canon_names[0]]))))
+        if one:
+            c = canon_names[0]
+
+            def to_field(got, flat=flat, shape=shapes[c]):
+                out = np.empty(int(np.prod(shape)))
+                out[flat.ravel()] = np.asarray(got).ravel()
+                return out.reshape(shape)
+            items.append((label, fields, arrange, got, f"gradients.{c}", to_field))
+        else:
+            items.append((label, fields, arrange, got, None, None))
+    return items
+
+
+SUBMISSION_EXTRA = ("h_init", "c_init", "inputs")
+
+
+def validate_submission(layout: Layout, cell: str, submission, errors: list):
+    """A grade submission's gradients in the layout's names: (the gradients as sent, the
+    submission with a placeholder), unknown names 422 with their pointer."""
+    if not isinstance(submission, dict) or not isinstance(submission.get("gradients"), dict):
+        return None, submission
+    grads = submission["gradients"]
+    allowed = tuple(layout.fields(cell)) + SUBMISSION_EXTRA
+    for n in grads:
+        if n not in allowed:
+            note = f": {n} is the lecture's name" if n in CANONICAL else ""
+            errors.append((pointer("submission", "gradients", n), f"unknown field{note}; the {layout.name} layout's "
+                                                                  f"gradients are {', '.join(allowed)}", "unknown_field"))
+    return dict(grads), {**submission, "gradients": {}}

@@ -88,6 +88,7 @@ class ProblemIn(StrictModel):
 
     _layout_sent: dict | None = PrivateAttr(None)     # the caller's weights, in their layout
     _layout_ctx: dict | None = PrivateAttr(None)      # what answers need to be mapped back
+    _layout_gradients: dict | None = PrivateAttr(None)   # grade: submission.gradients as sent
 
     @model_validator(mode="wrap")
     @classmethod

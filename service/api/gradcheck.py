@@ -9,7 +9,7 @@ from schemas.errors import RequestInvalid, WorkBudgetExceeded
 from schemas.gradcheck import GradcheckIn
 
 from ..engine import gradcheck as gc
-from ..engine import gradcheck_cells
+from ..engine import gradcheck_cells, gradcheck_items
 from ..engine import evaluate
 from ..engine.problem import Problem
 from .. import observability
@@ -21,13 +21,7 @@ bp = Blueprint("gradcheck", __name__)
 def spec_of(req: GradcheckIn, problem: Problem) -> gc.CheckSpec:
     """The check as the engine takes it; `parameters` defaults to all the problem has."""
     c = req.check
-    has = evaluate.parameters(problem)
-    absent = [(i, n) for i, n in enumerate(c.parameters or ()) if n not in has]
-    if absent:
-        raise RequestInvalid([(f"/check/parameters/{i}", f"this problem has no {n}: its parameters "
-                                                         f"are {', '.join(has)}", "parameter_absent")
-                              for i, n in absent])
-    names = tuple(n for n in has if c.parameters is None or n in c.parameters)   # canonical order
+    names = req.checked_parameters(evaluate.parameter_shapes(problem))   # canonical order
     return gc.CheckSpec(method=c.method, mode=c.mode, eps=c.eps, samples=c.samples, seed=c.seed,
                         parameters=names, rtol=c.rtol, atol=c.atol)
 
@@ -51,7 +45,9 @@ def gradcheck():
     spec = spec_of(req, problem)
     check_budget(gradcheck_cells.CellSizes.of(problem), spec)
     try:
-        report = gradcheck_cells.gradcheck(problem, spec)
+        selections = req.selections(evaluate.parameter_shapes(problem))
+        report = gradcheck_cells.gradcheck(problem, spec) if selections is None else \
+            gradcheck_items.gradcheck(problem, spec, selections)
     except gc.NonFiniteLoss as e:
         if e.parameter is None:
             raise RequestInvalid([("/model/weights", "the loss or its gradient overflowed float64; "

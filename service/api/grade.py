@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 from flask import Blueprint, current_app
 
-from schemas.grade import GradeIn
+from schemas.grade import GradeIn, grade_items
 from schemas.problems import ProblemsIn
 
 from ..engine import grade as grading
@@ -24,11 +24,15 @@ def grade():
     lim = limits()
     check_work(evaluate.estimate_work(problem), "send a shorter sequence (or a smaller batch)", lim)
     tol = req.tolerance
+    items = grade_items(req, submitted)          # a layout's own names and shapes (else None)
+    wanted = set(submitted) if items is None else {f for item in items for f in item[1]}
     with np.errstate(all="ignore"):
-        expected = grading.reference(problem, [f for f in grading.FIELDS if f in submitted])
+        expected = grading.reference(problem, [f for f in grading.FIELDS if f in wanted])
         ensure_finite(**{k: v for k, v in expected[1].items() if v is not None})
         result = grading.grade(problem, submitted, tol.rtol, tol.atol, lim.max_bptt_terms,
-                               lim.max_work, expected=expected)
+                               lim.max_work, expected=expected) if items is None else \
+            grading.grade_mapped(problem, items, tol.rtol, tol.atol, lim.max_bptt_terms, lim.max_work,
+                                 expected=expected)
     if req.format == "gradescope":
         return grading.gradescope(result)
     if req.format == "prairielearn":

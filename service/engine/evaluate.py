@@ -93,3 +93,8 @@ def parameters(p: Problem) -> tuple[str, ...]:
     if p.inputs is not None:
         has.add("inputs")
     return tuple(n for n in PARAMETERS if n in has)
+
+
+def parameter_shapes(p: Problem) -> dict[str, tuple[int, ...]]:
+    """parameters(p) with their shapes."""
+    return {n: (p.inputs if n == "inputs" else getattr(p.weights, n)).shape for n in parameters(p)}

@@ -550,3 +550,35 @@ def prairielearn(result: Result) -> dict:
     return {"gradable": True, "score": passed / len(tests),
             "message": f"{passed} of {len(tests)} checks passed.",
             "output": "\n".join(t["output"] for t in tests), "tests": tests}
+
+
+def grade_mapped(problem: Problem, items: list, rtol: float = 1e-5, atol: float = 1e-8,
+                 max_terms: float = 4_000_000, max_work: float = 2e10,
+                 expected: tuple[object, dict[str, np.ndarray | None]] | None = None) -> Result:
+    """Checks of submitted arrays that are arrangements of the reference's fields (a caller's
+    own names and orientations of them). Each item is (label, fields, arrange, got, field,
+    to_field): `fields` the reference fields it is made of, arrange(values) the expected array
+    from them, `got` the submitted array; a failed gradient is diagnosed as reference field
+    `field` when to_field(got) gives the submission as that field's array (else field is None)."""
+    cache, values = expected or reference(problem, sorted({f for item in items for f in item[1]}))
+    candidates = None
+    checks = []
+    for label, fields, arrange, got, field, to_field in items:
+        absent = next((f for f in fields if values.get(f) is None), None)
+        if absent is not None:
+            checks.append(Check(label, False, error=MISSING.get(absent, f"this problem has no {absent}")))
+            continue
+        want = np.asarray(arrange(values), dtype=np.float64)
+        if fields == ["step_losses"] and not isinstance(got, str):
+            got = _step_losses(got, problem.scored if problem.scored is not None
+                               else np.ones(values["step_losses"].shape, dtype=bool))
+        check = compare(label, want, got, rtol, atol)
+        if not check.passed and field is not None and not isinstance(got, str) and got.shape == want.shape:
+            if candidates is None:
+                terms, work = truncation_search_work(problem)
+                candidates = (_Candidates if evaluate.vanilla(problem) else _RunnerCandidates)(
+                    cache, terms <= max_terms and work <= max_work)
+            name = field.split(".", 1)[1]
+            check.diagnosis = diagnose(name, values[field], to_field(got), candidates, rtol, atol)
+        checks.append(check)
+    return Result(checks)

@@ -1,0 +1,153 @@
+"""Layouts on /v1/gradcheck and /v1/grade: parameters, reports and submissions in the
+layout's names and shapes, against the layout's own /v1/gradients and the lecture's check
+of the same problem (the mapping is tests/test_layouts.py's, written from the contract)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.reference import random_case
+from tests.test_layouts import lecture_body, to_layout
+
+CASES = [("cs231n", "lstm", 2), ("cs231n", "rnn", None), ("coursera", "lstm", 2), ("coursera", "rnn", 1),
+         ("pytorch", "gru", 2), ("pytorch", "rnn", None), ("pytorch", "lstm", None), ("min-char-rnn", "rnn", None)]
+
+
+def problem(layout, cell, B, seed=5, split=True):
+    case, p = random_case(seed, cell=cell, B=B, T=3, H=3, D=2, N=3,
+                          per_sequence_init=B is not None and layout in ("pytorch", "coursera"))
+    body = lecture_body(case, p)
+    # bias_ih + bias_hh = b_h: exactly so without a split (bias_hh 0)
+    split = np.random.default_rng(seed).normal(size=p["b_h"].shape) * split
+    sent, _ = to_layout(layout, case, p, body, split)
+    return body, sent
+
+
+@pytest.mark.parametrize("layout,cell,B", CASES)
+def test_a_full_check_reports_every_layout_array_in_its_own_shape(client, layout, cell, B):
+    body, sent = problem(layout, cell, B)
+    grads = client.post("/v1/gradients", json=sent).get_json()["gradients"]
+    r = client.post("/v1/gradcheck", json={**sent, "check": {"method": "complex_step"}})
+    assert r.status_code == 200, r.get_json()
+    report = r.get_json()
+    assert report["passed"]
+    assert list(report["parameters"]) == [n for n in grads]       # the layout's names, its order
+    for name, entry in report["parameters"].items():
+        g = np.array(grads[name])
+        assert entry["checked"] == g.size
+        assert len(entry["worst_index"]) == g.ndim and all(0 <= i < n for i, n in zip(entry["worst_index"], g.shape))
+        assert entry["analytic_at_worst"] == pytest.approx(g[tuple(entry["worst_index"])], rel=1e-12, abs=1e-15)
+        assert entry["numerical_at_worst"] == pytest.approx(entry["analytic_at_worst"], rel=1e-8, abs=1e-10)
+    lecture = client.post("/v1/gradcheck", json={**body, "check": {"method": "complex_step"}}).get_json()
+    assert report["evaluations"] == lecture["evaluations"] or layout == "pytorch"
+
+
+def test_each_pytorch_bias_is_checked_as_the_b_h_elements_it_adds_to(client):
+    body, sent = problem("pytorch", "rnn", None, split=False)
+    check = {"method": "central"}
+    layout = client.post("/v1/gradcheck", json={**sent, "check": check}).get_json()["parameters"]
+    lecture = client.post("/v1/gradcheck", json={**body, "check": check}).get_json()["parameters"]
+    for name in ("bias_ih_l0", "bias_hh_l0"):
+        assert layout[name]["max_abs_error"] == lecture["b_h"]["max_abs_error"]
+        assert layout[name]["worst_index"] == lecture["b_h"]["worst_index"]
+    # cs231n's Wx is Vᵀ with its gate blocks reordered: the same elements, so the same figures
+    body, sent = problem("cs231n", "lstm", 2)
+    layout = client.post("/v1/gradcheck", json={**sent, "check": check}).get_json()["parameters"]
+    lecture = client.post("/v1/gradcheck", json={**body, "check": check}).get_json()["parameters"]
+    assert layout["Wx"]["max_abs_error"] == lecture["V"]["max_abs_error"]
+    i, j = lecture["V"]["worst_index"]                       # lecture row i is gate i // H, unit i % H
+    H = 3
+    gate = [0, 1, 3, 2][i // H]                             # lecture i, f, g, o → CS231n i, f, o, g
+    assert layout["Wx"]["worst_index"] == [j, gate * H + i % H]
+
+
+@pytest.mark.parametrize("mode", ["sample", "directional"])
+def test_sample_and_directional_modes_in_a_layout(client, mode):
+    _, sent = problem("coursera", "lstm", 2)
+    r = client.post("/v1/gradcheck", json={**sent, "check": {"mode": mode, "samples": 4,
+                                                             "parameters": ["Wf", "bo", "inputs"]}})
+    assert r.status_code == 200, r.get_json()
+    report = r.get_json()
+    assert report["passed"] and list(report["parameters"]) == ["Wf", "bo", "inputs"]
+    assert report["parameters"]["Wf"]["checked"] == 4
+    if mode == "sample":
+        assert len(report["parameters"]["Wf"]["worst_index"]) == 2      # n_a × (n_a + n_x)
+        assert len(report["parameters"]["inputs"]["worst_index"]) == 3  # n_x × m × T_x
+
+
+def test_a_wrong_gradient_fails_its_check_in_a_layout(client):
+    """The check is of the layout's arrays: a broken answer shows under the layout's name."""
+    _, sent = problem("cs231n", "rnn", None)
+    r = client.post("/v1/gradcheck", json={**sent, "check": {"parameters": ["Wh"], "eps": 1.0,
+                                                             "method": "forward"}})
+    report = r.get_json()
+    assert list(report["parameters"]) == ["Wh"] and not report["passed"]
+
+
+@pytest.mark.parametrize("layout,name", [("cs231n", "V"), ("pytorch", "b_h"), ("coursera", "c_init"),
+                                         ("min-char-rnn", "Wx")])
+def test_a_parameter_the_layout_does_not_have_is_a_422_at_its_index(client, layout, name):
+    _, sent = problem(layout, "rnn", None if layout != "coursera" else 1)
+    r = client.post("/v1/gradcheck", json={**sent, "check": {"parameters": ["h_init", name]}})
+    assert r.status_code == 422
+    assert [e["pointer"] for e in r.get_json()["errors"]] == ["/check/parameters/1"]
+
+
+# --- grade ---
+
+@pytest.mark.parametrize("layout,cell,B", CASES)
+def test_a_correct_submission_in_a_layout_passes_with_checks_in_its_names(client, layout, cell, B):
+    _, sent = problem(layout, cell, B)
+    answer = client.post("/v1/gradients", json=sent).get_json()
+    submission = {k: answer[k] for k in ("loss", "step_losses", "outputs", "hidden", "cell") if k in answer}
+    submission["gradients"] = answer["gradients"]
+    r = client.post("/v1/grade", json={**sent, "submission": submission})
+    assert r.status_code == 200, r.get_json()
+    result = r.get_json()
+    assert result["passed"], [c for c in result["checks"] if not c["passed"]]
+    names = [c["name"] for c in result["checks"]]
+    assert [n for n in names if n.startswith("gradients.")] == [f"gradients.{k}" for k in answer["gradients"]]
+
+
+def test_wrong_submissions_in_a_layout_fail_with_the_layouts_names_shapes_and_diagnoses(client):
+    body, sent = problem("cs231n", "lstm", 2)
+    g = {k: np.array(v) for k, v in client.post("/v1/gradients", json=sent).get_json()["gradients"].items()}
+    wrong = {"Wx": g["Wx"] * 3.0, "W_vocab": -g["W_vocab"], "b": g["b"][:-1]}
+    r = client.post("/v1/grade", json={**sent, "submission": {"gradients": {k: v.tolist() for k, v in wrong.items()}}})
+    checks = {c["name"]: c for c in r.get_json()["checks"]}
+    wx = checks["gradients.Wx"]
+    assert not wx["passed"] and wx["diagnosis"]["id"] == "scaled" and wx["diagnosis"]["factor"] == pytest.approx(3.0)
+    assert wx["expected_at_worst"] == g["Wx"][tuple(wx["worst_index"])]
+    assert checks["gradients.W_vocab"]["diagnosis"]["id"] == "sign_flipped"
+    assert "expected 12" in checks["gradients.b"]["error"] or "[12]" in checks["gradients.b"]["error"]
+    # CS231n's gate order read as the lecture's: the gate_order diagnosis
+    H = 3
+    ifog = g["Wx"].copy()
+    ifog[:, 2 * H:3 * H], ifog[:, 3 * H:] = g["Wx"][:, 3 * H:], g["Wx"][:, 2 * H:3 * H]
+    r = client.post("/v1/grade", json={**sent, "submission": {"gradients": {"Wx": ifog.tolist()}}})
+    check = r.get_json()["checks"][0]
+    assert check["name"] == "gradients.Wx" and check["diagnosis"]["id"] == "gate_order"
+
+
+def test_a_pytorch_submission_gets_both_biases_and_coursera_its_gate_blocks(client):
+    _, sent = problem("pytorch", "gru", 2)
+    g = client.post("/v1/gradients", json=sent).get_json()["gradients"]
+    bad = np.array(g["bias_hh_l0"])
+    bad[-1] += 1.0                                      # the b_hn part
+    r = client.post("/v1/grade", json={**sent, "submission": {"gradients": {
+        "bias_ih_l0": g["bias_ih_l0"], "bias_hh_l0": bad.tolist()}}}).get_json()
+    assert [(c["name"], c["passed"]) for c in r["checks"]] == [("gradients.bias_ih_l0", True),
+                                                                ("gradients.bias_hh_l0", False)]
+    assert r["checks"][1]["worst_index"] == [len(bad) - 1]
+    _, sent = problem("coursera", "lstm", 2)
+    g = client.post("/v1/gradients", json=sent).get_json()["gradients"]
+    r = client.post("/v1/grade", json={**sent, "submission": {"gradients": {"Wf": np.zeros_like(g["Wf"]).tolist(),
+                                                                            "h_init": g["h_init"]}}}).get_json()
+    assert [(c["name"], c["passed"]) for c in r["checks"]] == [("gradients.Wf", False), ("gradients.h_init", True)]
+
+
+def test_a_lecture_name_in_a_layout_submission_is_a_422(client):
+    _, sent = problem("min-char-rnn", "rnn", None)
+    r = client.post("/v1/grade", json={**sent, "submission": {"gradients": {"W": [[0.0]]}}})
+    assert r.status_code == 422
+    assert [e["pointer"] for e in r.get_json()["errors"]] == ["/submission/gradients/W"]
