@@ -772,3 +772,84 @@ def validate_submission(layout: Layout, cell: str, submission, errors: list):
             errors.append((pointer("submission", "gradients", n), f"unknown field{note}; the {layout.name} layout's "
                                                                   f"gradients are {', '.join(allowed)}", "unknown_field"))
     return dict(grads), {**submission, "gradients": {}}
+
+
+# --- /v1/problems: a generated lecture problem written in a layout ---
+
+def weights_from_lecture(layout: Layout, cell: str, canon: dict, sizes: dict) -> dict:
+    """The caller's fields holding the canonical weights `canon`: every canonical element is
+    written into the first piece that takes it, and 0 into any later one (pytorch: bias_ih
+    = b_h, bias_hh = 0; the GRU's n block: bias_ih = b_n, bias_hh = b_hn)."""
+    shapes = {}
+    for name, shape in layout.fields(cell).items():
+        try:
+            shapes[name] = tuple(size_of(e, sizes) for e in shape)
+        except NameError:                     # N: no output layer (a layer alone)
+            pass
+    out: dict = {}
+    taken = {c: np.zeros(np.shape(v), dtype=bool) for c, v in canon.items()}
+    for piece in layout.pieces[cell]:
+        if piece.canon not in canon:
+            continue
+        if piece.field not in out:
+            out[piece.field] = np.zeros(shapes[piece.field])
+        target = out[piece.field][piece.source(sizes)]
+        where = piece.target(sizes)
+        block = np.where(taken[piece.canon][where], 0.0, np.asarray(canon[piece.canon])[where])
+        taken[piece.canon][where] = True
+        shape = target.T.shape if piece.transpose else target.shape
+        block = block.reshape(shape)
+        target[...] = block.T if piece.transpose else block
+    return {n: out[n] for n in layout.fields(cell) if n in out}
+
+
+def write_problem(name: str, problem: dict) -> dict:
+    """A lecture problem object (JSON-ready) in layout `name`: the weights under its names,
+    every per-step array in its axes (Coursera: a single sequence as a batch of one)."""
+    layout = LAYOUTS[name]
+    if name == "lecture":
+        return problem
+    model = problem["model"]
+    cell = model.get("cell", "rnn")
+    w = {k: np.asarray(v, dtype=np.float64) for k, v in model["weights"].items()}
+    G = GATE_COUNT[cell]
+    sizes = {"G": G, "H": w["W"].shape[1], "D": w["V"].shape[1]}
+    if "U" in w:
+        sizes["N"] = w["U"].shape[0]
+    out = {"layout": name, **problem}
+    seq = problem.get("inputs", problem.get("tokens"))
+    batched = depth(seq) == (3 if "inputs" in problem else 2)
+    if layout.axes_one is None and not batched:              # always batched: a batch of one
+        for key in ("inputs", "tokens", "targets"):
+            if key in out:
+                out[key] = [out[key]]
+        if "upstream" in out:
+            out["upstream"] = {"hidden": [out["upstream"]["hidden"]]}
+        batched = True
+    out["model"] = {**model, "weights": {k: v.tolist() for k, v in weights_from_lecture(layout, cell, w, sizes).items()}}
+    if "inputs" in out:
+        mine, canon = _kind_axes(layout, "inputs", batched)
+        out["inputs"] = step_from_canonical(np.asarray(out["inputs"], dtype=np.float64), mine, canon).tolist()
+    if "upstream" in out:
+        mine, canon = _kind_axes(layout, "hidden", batched)
+        out["upstream"] = {"hidden": step_from_canonical(np.asarray(out["upstream"]["hidden"], dtype=np.float64),
+                                                         mine, canon).tolist()}
+    for key in STATE_FIELDS:
+        if key in out:
+            h = np.asarray(out[key], dtype=np.float64)
+            mine, canon = state_axes(layout, batched, h.ndim == 1)
+            out[key] = step_from_canonical(h, mine, canon).tolist()
+    return out
+
+
+def problem_rules(name: str, cell: str, gru_reset, batch_size) -> list:
+    """/v1/problems: what a layout cannot write (422 with pointers)."""
+    layout, errors = LAYOUTS[name], []
+    if cell not in layout.cells:
+        errors.append(("/cell", f"the {name} layout has no {cell} cell (its cells: {', '.join(layout.cells)})",
+                       "depends"))
+    if layout.gru_after_only and cell == "gru" and gru_reset == "before":
+        errors.append(("/gru_reset", f"the {name} layout's GRU applies r after W_hn h (gru_reset after)", "depends"))
+    if not layout.batches and batch_size is not None:
+        errors.append(("/batch_size", f"the {name} layout takes one sequence", "depends"))
+    return errors

@@ -7,8 +7,10 @@ from pydantic import Field
 
 from .base import Integer, PositiveInt, StrictModel, check_limit
 from .errors import LimitExceeded, RequestInvalid
+from . import layouts
 from .limits import Limits
-from .problem import (DEFAULT_LOSS, GATES, LOSS_NEEDS, Cell, GruReset, HiddenActivation, LossName, OutputActivation,
+from .problem import (DEFAULT_LOSS, GATES, LOSS_NEEDS, Cell, GruReset, HiddenActivation, LayoutName, LossName,
+                      OutputActivation,
                       Reduction)
 
 # the longest a generated number prints ("-1.23457e-05,"): bounds the response's size
@@ -36,6 +38,14 @@ class ProblemsIn(StrictModel):
                                                              "(B×T×D inputs, B×T targets)")
     layer: bool = Field(False, description="a layer alone: a random upstream (∂L/∂h_t) instead of "
                                            "targets, no output layer, no loss")
+    layout: LayoutName = Field("lecture", description=(
+        "the problem written in this layout (the same numbers: pytorch puts b_h in bias_ih_l0 and "
+        "zeros in bias_hh_l0, the gru's b_hn in bias_hh_l0's n block; coursera writes one sequence "
+        "as a batch of one)"))
+
+    def written(self, problem: dict) -> dict:
+        """The generated (lecture) problem in the requested layout."""
+        return layouts.write_problem(self.layout, problem)
 
     def spec_fields(self, limits: Limits, max_body_bytes: int) -> dict:
         """Keyword arguments for the engine's ProblemSpec, after the cross-field checks (422
@@ -49,6 +59,7 @@ class ProblemsIn(StrictModel):
         elif self.vocab_size is not None:
             errors.append(("/vocab_size", "only with tokens: true (dense inputs take input_size)", "depends"))
         sent = self.model_fields_set
+        errors += layouts.problem_rules(self.layout, self.cell, self.gru_reset, self.batch_size)
         if self.cell != "rnn" and self.hidden_activation != "tanh":
             errors.append(("/hidden_activation", f"the {self.cell} cell's activations are fixed (σ gates, "
                                                  "tanh); hidden_activation must be tanh or left out", "depends"))

@@ -151,3 +151,49 @@ def test_a_lecture_name_in_a_layout_submission_is_a_422(client):
     r = client.post("/v1/grade", json={**sent, "submission": {"gradients": {"W": [[0.0]]}}})
     assert r.status_code == 422
     assert [e["pointer"] for e in r.get_json()["errors"]] == ["/submission/gradients/W"]
+
+
+# --- problems ---
+
+PROBLEM_SPECS = [("cs231n", {"cell": "lstm", "batch_size": 2}), ("cs231n", {"cell": "rnn", "tokens": True, "vocab_size": 5}),
+                 ("coursera", {"cell": "rnn", "batch_size": 3}), ("coursera", {"cell": "lstm", "batch_size": 2, "layer": True}),
+                 ("pytorch", {"cell": "gru", "batch_size": 2}), ("pytorch", {"cell": "lstm"}),
+                 ("pytorch", {"cell": "gru", "layer": True}), ("min-char-rnn", {"tokens": True, "vocab_size": 4})]
+
+
+@pytest.mark.parametrize("layout,spec", PROBLEM_SPECS)
+def test_problems_writes_the_same_problem_in_a_layout(client, layout, spec):
+    from types import SimpleNamespace
+    lecture = client.post("/v1/problems", json={"seed": 7, **spec}).get_json()
+    r = client.post("/v1/problems", json={"seed": 7, **spec, "layout": layout})
+    assert r.status_code == 200, r.get_json()
+    written = r.get_json()
+    cell = spec.get("cell", "rnn")
+    p = {k: np.array(v) for k, v in lecture["model"]["weights"].items()}
+    case = SimpleNamespace(cell=cell, B=spec.get("batch_size"))
+    sent, expected = to_layout(layout, case, p, lecture, split=np.zeros_like(p["b_h"]))
+    assert written == sent                       # pytorch: bias_ih = b_h, bias_hh = 0 (gru n: b_hn)
+    a = client.post("/v1/gradients", json=written)
+    assert a.status_code == 200, a.get_json()
+    want = expected(client.post("/v1/gradients", json=lecture).get_json())
+    got = a.get_json()
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-12)
+    for k, v in want["gradients"].items():
+        np.testing.assert_allclose(got["gradients"][k], v, rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_coursera_writes_one_sequence_as_a_batch_of_one(client):
+    r = client.post("/v1/problems", json={"seed": 1, "layout": "coursera", "input_size": 2, "hidden_size": 3,
+                                          "steps": 4}).get_json()
+    assert np.array(r["inputs"]).shape == (2, 1, 4) and np.array(r["targets"]).shape == (1, 4)
+    assert np.array(r["model"]["weights"]["ba"]).shape == (3, 1)
+    assert client.post("/v1/gradients", json=r).status_code == 200
+
+
+@pytest.mark.parametrize("spec,pointer", [({"layout": "cs231n", "cell": "gru"}, "/cell"),
+                                          ({"layout": "min-char-rnn", "batch_size": 2}, "/batch_size"),
+                                          ({"layout": "pytorch", "cell": "gru", "gru_reset": "before"}, "/gru_reset"),
+                                          ({"layout": "keras"}, "/layout")])
+def test_problems_refuses_what_a_layout_cannot_write(client, spec, pointer):
+    r = client.post("/v1/problems", json=spec)
+    assert r.status_code == 422 and pointer in [e["pointer"] for e in r.get_json()["errors"]]

@@ -53,4 +53,4 @@ def check_json(check: grading.Check) -> dict:
 def make_problem():
     req = body(ProblemsIn)
     spec = problems.ProblemSpec(**req.spec_fields(limits(), current_app.config["MAX_CONTENT_LENGTH"]))
-    return problems.generate(spec)
+    return req.written(problems.generate(spec))
