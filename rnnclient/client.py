@@ -14,6 +14,8 @@ DEFAULT_URL = os.environ.get("RNN_URL", "http://127.0.0.1:8000")
 # answers that mean "not now": over a rate limit (nginx), or no replica could answer
 RETRY_STATUSES = frozenset({429, 503})
 
+Layout = Literal["lecture", "cs231n", "coursera", "pytorch", "min-char-rnn"]
+
 # The problem object of the contract (model, inputs or tokens, targets, loss, reduction, h_init)
 Problem = Mapping[str, Any]
 
@@ -121,6 +123,10 @@ class Client:
 
     `api_key` (default: $RNN_API_KEY) is sent as `Authorization: Bearer <key>`.
 
+    `layout` ("cs231n", "coursera", "pytorch", "min-char-rnn"; default: the lecture's) is sent
+    with every problem that does not name its own, so a course's grader passes its arrays as it
+    holds them and reads the answers under the same names (Client(url, layout="cs231n")).
+
     Retries: an answer 429 or 503, or a connection that fails (refused, reset, a connect
     timeout), is tried again up to `retries` times (0: never); every endpoint is a pure
     computation, so a repeat is safe. The wait before retry n (0, 1, …) is a random time in
@@ -131,9 +137,11 @@ class Client:
 
     def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0,
                  session: requests.Session | None = None, api_key: str | None = None,
-                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0):
+                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
+                 layout: Layout | None = None):
         if retries < 0 or backoff < 0 or max_backoff < 0:
             raise ValueError("retries, backoff and max_backoff must be >= 0")
+        self.layout = layout
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
@@ -144,32 +152,39 @@ class Client:
     # --- the endpoints ---
 
     def forward(self, problem: Problem) -> ForwardResult:
-        return self.post("forward", problem)
+        return self.post("forward", self._in_layout(problem))
 
     def gradients(self, problem: Problem, truncate: int | None = None,
                   include: Sequence[str] = ()) -> GradientsResult:
-        return self.post("gradients", _with(problem, truncate=truncate, include=list(include) or None))
+        return self.post("gradients", _with(self._in_layout(problem), truncate=truncate,
+                                            include=list(include) or None))
 
     def gradcheck(self, problem: Problem, check: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return self.post("gradcheck", _with(problem, check=check))
+        return self.post("gradcheck", _with(self._in_layout(problem), check=check))
 
     def grade(self, problem: Problem, submission: Mapping[str, Any], rtol: float | None = None,
               atol: float | None = None,
               format: Literal["default", "gradescope", "prairielearn"] = "default") -> GradeResult | GradescopeResult | dict:
         tolerance = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None} or None
-        return self.post("grade", _with(problem, submission=submission, tolerance=tolerance,
+        return self.post("grade", _with(self._in_layout(problem), submission=submission, tolerance=tolerance,
                                         format=None if format == "default" else format))
 
     def problems(self, **spec: Any) -> dict[str, Any]:
         """A seeded random problem: seed, input_size or vocab_size with tokens=True,
         hidden_size, output_size, steps, hidden_activation, output_activation, loss,
         reduction, weight_scale, score_last_step_only."""
-        return self.post("problems", spec)
+        return self.post("problems", self._in_layout(spec))
 
     def health(self) -> dict[str, Any]:
         return self._answer(self.request("GET", f"{self.url}/healthz"))
 
     # --- plumbing ---
+
+    def _in_layout(self, body: Problem) -> Problem:
+        """The body with the client's layout, unless it names one itself."""
+        if self.layout is None or "layout" in body:
+            return body
+        return {**body, "layout": self.layout}
 
     def post(self, endpoint: str, body: Mapping[str, Any] | bytes, request_id: str | None = None) -> Any:
         """POST a body (a mapping, or raw JSON bytes sent as they are) to /v1/<endpoint>."""
