@@ -3,21 +3,18 @@ week 1, "Building your Recurrent Neural Network - Step by Step").
 
     python examples/autograder_coursera_rnn.py [--url URL] [--student PATH] [--out results.json] [--seed N]
 
-1. asks the service for a seeded random RNN layer (POST /v1/problems with `layer: true`,
-   `batch_size`: m sequences and a random upstream ∂L/∂a⟨t⟩);
-2. writes the problem in Coursera's arrays BY HAND (below: `to_coursera`), runs the student's
-   `rnn_forward(x, a0, parameters)` and `rnn_backward(da, caches)` in ANOTHER PROCESS whose
-   environment has no RNN_API_KEY (the README's autograder pattern: the student's code must
-   not be able to ask the service for the answer), and maps the gradients dict (dx, da0, dWax,
-   dWaa, dba) back to the lecture's names (`from_coursera`);
-3. grades them (POST /v1/grade, format gradescope; the tests renamed to Coursera's names) and
-   writes results.json, where Gradescope reads it (/autograder/results/results.json).
-
-The mapping: Coursera uses column vectors with time last: x is n_x×m×T_x (the lecture's
-inputs B×T×D transposed to D×B×T), a0 is n_a×m (h_initᵀ), da n_a×m×T_x (upstream.hidden
-transposed like x); Wax = V, Waa = W, ba = b_h as a column n_a×1. Wya and by, which the
-layer's gradients do not involve, are zeros. (When /v1/grade takes `layout: coursera`
-submissions, the problem and the answer can be sent in Coursera's names instead.)
+1. asks the service for a seeded random RNN layer in Coursera's own layout (POST /v1/problems
+   with `layout: coursera`, `layer: true`, `batch_size`: m sequences and a random upstream
+   ∂L/∂a⟨t⟩): column vectors, time last: x is `inputs` (n_x×m×T_x), da is `upstream.hidden`
+   (n_a×m×T_x), the weights Wax, Waa and ba (n_a×1); a0 (n_a×m) is added here, and Wya, by,
+   which the layer's gradients do not involve, are zeros;
+2. runs the student's `rnn_forward(x, a0, parameters)` and `rnn_backward(da, caches)` in
+   ANOTHER PROCESS whose environment has no RNN_API_KEY (the README's autograder pattern: the
+   student's code must not be able to ask the service for the answer);
+3. grades a, dx, da0, dWax, dWaa and dba as they come (POST /v1/grade with `layout: coursera`:
+   the submission in Coursera's names and shapes, format gradescope; the tests renamed to
+   the assignment's names) and writes results.json, where Gradescope reads it
+   (/autograder/results/results.json).
 
 Without --student it grades examples/students/coursera_rnn.py, whose rnn_backward forgets
 to add da_prevt to each step's da: the report names the mistake (no_bptt) on dWax, dWaa, dba,
@@ -39,26 +36,27 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                     # rnnclient, from a checkout
 from rnnclient import ApiError, Client, DEFAULT_URL  # noqa: E402
 
-ASSIGNMENT = {"layer": True, "batch_size": 3, "input_size": 4, "hidden_size": 5, "steps": 6,
+ASSIGNMENT = {"layout": "coursera", "layer": True, "batch_size": 3, "input_size": 4, "hidden_size": 5, "steps": 6,
               "weight_scale": 0.8}
 N_Y = 2                                                    # the (unused) output layer's size
 NAMES = {"hidden": "a (rnn_forward)", "gradients.inputs": "dx", "gradients.h_init": "da0",
-         "gradients.V": "dWax", "gradients.W": "dWaa", "gradients.b_h": "dba"}
+         "gradients.Wax": "dWax", "gradients.Waa": "dWaa", "gradients.ba": "dba"}
 
 
-def to_coursera(problem: dict) -> dict:
+def arrays_of(problem: dict) -> dict:
+    """The student's arguments, straight from the problem in Coursera's layout."""
     w = {k: np.array(v) for k, v in problem["model"]["weights"].items()}
-    H = w["W"].shape[1]
-    return {"x": np.array(problem["inputs"]).transpose(2, 0, 1), "a0": np.array(problem["h_init"]).T,
-            "Wax": w["V"], "Waa": w["W"], "ba": w["b_h"][:, None], "Wya": np.zeros((N_Y, H)),
-            "by": np.zeros((N_Y, 1)), "da": np.array(problem["upstream"]["hidden"]).transpose(2, 0, 1)}
+    n_a = w["Waa"].shape[0]
+    return {"x": np.array(problem["inputs"]), "a0": np.array(problem["h_init"]), "Wax": w["Wax"],
+            "Waa": w["Waa"], "ba": w["ba"], "Wya": np.zeros((N_Y, n_a)), "by": np.zeros((N_Y, 1)),
+            "da": np.array(problem["upstream"]["hidden"])}
 
 
-def from_coursera(out: dict) -> dict:
-    """The student's arrays as a submission in the lecture's names."""
-    return {"hidden": out["a"].transpose(1, 2, 0).tolist(), "gradients": {
-        "inputs": out["dx"].transpose(1, 2, 0).tolist(), "h_init": out["da0"].T.tolist(),
-        "V": out["dWax"].tolist(), "W": out["dWaa"].tolist(), "b_h": out["dba"].reshape(-1).tolist()}}
+def submission_of(out: dict) -> dict:
+    """The student's results as a submission in Coursera's names."""
+    return {"hidden": out["a"].tolist(), "gradients": {
+        "inputs": out["dx"].tolist(), "h_init": out["da0"].tolist(), "Wax": out["dWax"].tolist(),
+        "Waa": out["dWaa"].tolist(), "ba": out["dba"].tolist()}}
 
 
 # What the student's process runs: argv = student.py, arrays in (.npz), arrays out (.npz).
@@ -98,22 +96,20 @@ def crashed(message: str) -> dict:
 
 def autograde(client: Client, student: Path, seed: int) -> dict:
     problem = client.problems(seed=seed, **ASSIGNMENT)
-    rng = np.random.default_rng(seed)                      # Coursera's a0: one state per sequence
-    problem["h_init"] = np.round(rng.uniform(-0.5, 0.5, (ASSIGNMENT["batch_size"], ASSIGNMENT["hidden_size"])),
+    rng = np.random.default_rng(seed)                      # Coursera's a0 (n_a×m): one state per sequence
+    problem["h_init"] = np.round(rng.uniform(-0.5, 0.5, (ASSIGNMENT["hidden_size"], ASSIGNMENT["batch_size"])),
                                  6).tolist()
     try:
-        out = run_student(student, to_coursera(problem))
-        submission = from_coursera(out)
+        out = run_student(student, arrays_of(problem))
+        submission = submission_of(out)
     except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
         return crashed(f"Your rnn_forward / rnn_backward could not be run:\n{exc}")
     try:
         results = client.grade(problem, submission, rtol=1e-6, atol=1e-9, format="gradescope")
     except ApiError as exc:                                 # e.g. NaN in an answer
         return crashed(f"Your answer could not be graded: {exc}")
-    for test in results["tests"]:                           # the checks in Coursera's names
-        lecture = test["name"]
-        test["name"] = NAMES.get(lecture, lecture)
-        test["output"] = f"[{lecture} in the lecture's layout] " + test["output"]
+    for test in results["tests"]:                           # the assignment's variable names
+        test["name"] = NAMES.get(test["name"], test["name"])
     results["output"] = f"Problem seed {seed}. " + results["output"]
     return results
 

@@ -2,21 +2,18 @@
 
     python examples/autograder_cs231n_lstm.py [--url URL] [--student PATH] [--out results.json] [--seed N]
 
-1. asks the service for a seeded random LSTM layer (POST /v1/problems with `cell: lstm`,
-   `layer: true`, `batch_size`: a minibatch of N sequences and a random upstream ∂L/∂h_t);
-2. writes the problem in CS231n's arrays BY HAND (below: `to_cs231n`), runs the student's
-   `lstm_forward(x, h0, Wx, Wh, b)` and `lstm_backward(dh, cache)` in ANOTHER PROCESS whose
-   environment has no RNN_API_KEY (the README's autograder pattern: the student's code must
-   not be able to ask the service for the answer), and maps dx, dh0, dWx, dWh, db back to the
-   lecture's names (`from_cs231n`);
-3. grades them (POST /v1/grade, format gradescope; the tests renamed to CS231n's names) and
-   writes results.json, where Gradescope reads it (/autograder/results/results.json).
-
-The mapping: the lecture stacks the LSTM gates i, f, g, o in V (4H×D), W (4H×H), b_h (4H);
-CS231n uses row vectors and the order i, f, o, g: Wx = Vᵀ, Wh = Wᵀ, b = b_h, each with the g
-and o blocks swapped. h0 is the problem's h_init (N×H), c0 = 0, x its inputs (N×T×D), dh
-its upstream.hidden (N×T×H). (When /v1/grade takes `layout: cs231n` submissions, the problem
-and the answer can be sent in CS231n's names instead.)
+1. asks the service for a seeded random LSTM layer in CS231n's own layout (POST /v1/problems
+   with `layout: cs231n`, `cell: lstm`, `layer: true`, `batch_size`: a minibatch of N
+   sequences, and a random upstream ∂L/∂h_t): the weights come as Wx (D×4H), Wh (H×4H) and
+   b (4H) with CS231n's gate order i, f, o, g; x is `inputs` (N×T×D), dh is
+   `upstream.hidden` (N×T×H); h0 (N×H) is added here, c0 is 0 as in CS231n;
+2. runs the student's `lstm_forward(x, h0, Wx, Wh, b)` and `lstm_backward(dh, cache)` in
+   ANOTHER PROCESS whose environment has no RNN_API_KEY (the README's autograder pattern: the
+   student's code must not be able to ask the service for the answer);
+3. grades h, dx, dh0, dWx, dWh and db as they come (POST /v1/grade with `layout: cs231n`: the
+   submission in CS231n's names and shapes, format gradescope; the tests renamed to the
+   assignment's variable names) and writes results.json, where Gradescope reads it
+   (/autograder/results/results.json).
 
 Without --student it grades examples/students/cs231n_lstm.py, whose lstm_backward drops the
 cell's carry: the report names the mistake (no_cell_path) on dWx, dWh, db, dh0 and dx.
@@ -38,34 +35,24 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                     # rnnclient, from a checkout
 from rnnclient import ApiError, Client, DEFAULT_URL  # noqa: E402
 
-ASSIGNMENT = {"cell": "lstm", "layer": True, "batch_size": 3, "input_size": 4, "hidden_size": 5,
+ASSIGNMENT = {"layout": "cs231n", "cell": "lstm", "layer": True, "batch_size": 3, "input_size": 4, "hidden_size": 5,
               "steps": 6, "weight_scale": 0.8}
-# lecture gate blocks (i, f, g, o) in CS231n's order (i, f, o, g), and back
-TO_CS231N = [0, 1, 3, 2]
 NAMES = {"hidden": "h (lstm_forward)", "gradients.inputs": "dx", "gradients.h_init": "dh0",
-         "gradients.V": "dWx", "gradients.W": "dWh", "gradients.b_h": "db"}
+         "gradients.Wx": "dWx", "gradients.Wh": "dWh", "gradients.b": "db"}
 
 
-def blocks(a: np.ndarray, order: list[int], axis: int) -> np.ndarray:
-    """The 4 gate blocks of `a` along `axis`, in `order`."""
-    parts = np.split(a, 4, axis=axis)
-    return np.concatenate([parts[j] for j in order], axis=axis)
+def arrays_of(problem: dict) -> dict:
+    """The student's arguments, straight from the problem in CS231n's layout."""
+    w = problem["model"]["weights"]
+    return {"x": np.array(problem["inputs"]), "h0": np.array(problem["h_init"]), "Wx": np.array(w["Wx"]),
+            "Wh": np.array(w["Wh"]), "b": np.array(w["b"]), "dh": np.array(problem["upstream"]["hidden"])}
 
 
-def to_cs231n(problem: dict) -> dict:
-    w = {k: np.array(v) for k, v in problem["model"]["weights"].items()}
-    return {"x": np.array(problem["inputs"]), "h0": np.array(problem["h_init"]),
-            "Wx": blocks(w["V"].T, TO_CS231N, axis=1), "Wh": blocks(w["W"].T, TO_CS231N, axis=1),
-            "b": blocks(w["b_h"], TO_CS231N, axis=0), "dh": np.array(problem["upstream"]["hidden"])}
-
-
-def from_cs231n(out: dict) -> dict:
-    """The student's arrays as a submission in the lecture's names (TO_CS231N is its own inverse)."""
+def submission_of(out: dict) -> dict:
+    """The student's results as a submission in CS231n's names."""
     return {"hidden": out["h"].tolist(), "gradients": {
-        "inputs": out["dx"].tolist(), "h_init": out["dh0"].tolist(),
-        "V": blocks(out["dWx"], TO_CS231N, axis=1).T.tolist(),
-        "W": blocks(out["dWh"], TO_CS231N, axis=1).T.tolist(),
-        "b_h": blocks(out["db"], TO_CS231N, axis=0).tolist()}}
+        "inputs": out["dx"].tolist(), "h_init": out["dh0"].tolist(), "Wx": out["dWx"].tolist(),
+        "Wh": out["dWh"].tolist(), "b": out["db"].tolist()}}
 
 
 # What the student's process runs: argv = student.py, arrays in (.npz), arrays out (.npz).
@@ -108,18 +95,16 @@ def autograde(client: Client, student: Path, seed: int) -> dict:
     problem["h_init"] = np.round(rng.uniform(-0.5, 0.5, (ASSIGNMENT["batch_size"], ASSIGNMENT["hidden_size"])),
                                  6).tolist()
     try:
-        out = run_student(student, to_cs231n(problem))
-        submission = from_cs231n(out)
+        out = run_student(student, arrays_of(problem))
+        submission = submission_of(out)
     except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
         return crashed(f"Your lstm_forward / lstm_backward could not be run:\n{exc}")
     try:
         results = client.grade(problem, submission, rtol=1e-6, atol=1e-9, format="gradescope")
     except ApiError as exc:                                 # e.g. NaN in an answer
         return crashed(f"Your answer could not be graded: {exc}")
-    for test in results["tests"]:                           # the checks in CS231n's names
-        lecture = test["name"]
-        test["name"] = NAMES.get(lecture, lecture)
-        test["output"] = f"[{lecture} in the lecture's layout] " + test["output"]
+    for test in results["tests"]:                           # the assignment's variable names
+        test["name"] = NAMES.get(test["name"], test["name"])
     results["output"] = f"Problem seed {seed}. " + results["output"]
     return results
 

@@ -313,9 +313,9 @@ DETAILS: dict[str, Callable[..., str]] = {
     "final_loss_only": lambda n, **_: (
         f"Your {_d(n)} backpropagates only the last scored step's loss; L is the "
         f"sum over every scored step, so add the gradient of each L_t."),
-    "zero": lambda n, **_: (
+    "zero": lambda n, canonical="", **_: (
         f"Your {_d(n)} is all zeros, but L depends on {n}"
-        + (": b_y enters z_t = U h_t + b_y directly, not through h_t." if n == "b_y" else
+        + (": b_y enters z_t = U h_t + b_y directly, not through h_t." if canonical == "b_y" else
            "; check that its gradient is computed and accumulated over the steps.")),
     "sign_flipped": lambda n, **_: (
         f"Your {_d(n)} has the opposite sign: check for y − ŷ instead of ŷ − y, or a returned "
@@ -334,8 +334,9 @@ DETAILS: dict[str, Callable[..., str]] = {
 }
 
 
-def _diagnosis(id_: str, name: str, **extra) -> Diagnosis:
-    return Diagnosis(id_, DETAILS[id_](name, **extra), window=extra.get("window"),
+def _diagnosis(id_: str, name: str, shown: str | None = None, **extra) -> Diagnosis:
+    """`shown`: the name the student knows the parameter by (a layout's), for the detail."""
+    return Diagnosis(id_, DETAILS[id_](shown or name, canonical=name, **extra), window=extra.get("window"),
                      factor=extra.get("factor"), order=extra.get("order"))
 
 
@@ -384,9 +385,35 @@ class _RunnerCandidates(_Candidates):
 
 
 def diagnose(name: str, expected: np.ndarray, got: np.ndarray, candidates: _Candidates,
-             rtol: float, atol: float) -> Diagnosis | None:
+             rtol: float, atol: float, shown: str | None = None) -> Diagnosis | None:
     """The first known mistake the failed gradient `got` reproduces within the tolerance.
-    A candidate that equals the correct gradient (e.g. no_bptt for U) explains nothing."""
+    A candidate that equals the correct gradient (e.g. no_bptt for U) explains nothing.
+    `shown` names the parameter in the details (a layout's name for it; default `name`)."""
+    diagnosis = _diagnose(name, expected, got, candidates, rtol, atol)
+    if diagnosis is not None and shown is not None and shown != name:
+        extra = {k: v for k, v in vars(diagnosis).items() if k not in ("id", "detail")}
+        extra = {k: v for k, v in extra.items() if v is not None}
+        diagnosis.detail = _diagnosis(diagnosis.id, name, shown, **_detail_extra(diagnosis, name, candidates),
+                                      **extra).detail
+    return diagnosis
+
+
+def _detail_extra(d: Diagnosis, name: str, candidates: _Candidates) -> dict:
+    """The detail's words that are not fields of the diagnosis."""
+    p = candidates.cache.problem
+    if d.id == "gate_order":
+        return {"gates": ", ".join(GATE_NAMES[p.cell])}
+    if d.id == "scaled":
+        return {"hint": _hint_for_factor(d.factor, p)}
+    if d.id in ("batch_not_averaged", "batch_averaged"):
+        return {"reduction": _reduction_text(p)}
+    if d.id == "no_bptt":
+        return {"states": "states h_t and c_t" if p.cell == "lstm" else "hidden states"}
+    return {}
+
+
+def _diagnose(name: str, expected: np.ndarray, got: np.ndarray, candidates: _Candidates,
+              rtol: float, atol: float) -> Diagnosis | None:
     def reproduces(candidate: np.ndarray) -> bool:
         return (candidate.shape == got.shape and within(got, candidate, rtol, atol)
                 and not (candidate.shape == expected.shape and within(candidate, expected, rtol, atol)))
@@ -579,6 +606,7 @@ def grade_mapped(problem: Problem, items: list, rtol: float = 1e-5, atol: float 
                 candidates = (_Candidates if evaluate.vanilla(problem) else _RunnerCandidates)(
                     cache, terms <= max_terms and work <= max_work)
             name = field.split(".", 1)[1]
-            check.diagnosis = diagnose(name, values[field], to_field(got), candidates, rtol, atol)
+            check.diagnosis = diagnose(name, values[field], to_field(got), candidates, rtol, atol,
+                                       shown=label.split(".", 1)[1] if label.startswith("gradients.") else None)
         checks.append(check)
     return Result(checks)
