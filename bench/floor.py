@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax_ref  # noqa: I001  (first: sets XLA_FLAGS and x64 before anything imports jax)
 
+import http.client
 import sys
 import time
 from pathlib import Path
@@ -253,7 +254,33 @@ def floor_fns(cell, body: bytes, binary: bool, template: dict, fn):
     return parse, lambda: compute(parsed), serialize, whole
 
 
+def server_timing_medians(headers: list[str]) -> str:
+    """The median of each Server-Timing phase over the timed requests."""
+    phases: dict[str, list[float]] = {}
+    for h in headers:
+        for entry in h.split(","):
+            name, _, dur = entry.strip().partition(";dur=")
+            phases.setdefault(name, []).append(float(dur))
+    return ", ".join(f"{k} {np.median(v):.3f}" for k, v in phases.items()) + \
+        f" (sum {sum(np.median(v) for v in phases.values()):.3f} ms)"
+
+
+def transport_round_trip(body: bytes, response_bytes: int, repeats: int) -> float:
+    """p50 of the same request to bench/transport_app.py (no work): HTTP's own cost."""
+    with server.gunicorn(app="bench.transport_app:app", workers=1) as (url, _):
+        session = requests.Session()
+        headers = {"Content-Type": "application/json", "X-Response-Bytes": str(response_bytes)}
+
+        def call():
+            r = session.post(url + "/v1/gradients", data=body, headers=headers)
+            assert r.status_code == 200 and len(r.content) == response_bytes
+        (t,) = interleaved_medians([call], repeats)
+        session.close()
+    return t
+
+
 def bench_floor(quick: bool) -> None:
+    transports = []
     with server.gunicorn(workers=1) as (url, _):
         url += "/v1/gradients"
         session = requests.Session()
@@ -264,11 +291,24 @@ def bench_floor(quick: bool) -> None:
                 body = request_body(cell, w, tokens, targets, binary)
                 headers = {"Content-Type": "application/json", **({"Accept": BINARY_ACCEPT} if binary else {})}
 
+                timings: list[str] = []
+
                 def round_trip():
                     r = session.post(url, data=body, headers=headers)
                     if r.status_code != 200:
                         raise SystemExit(f"POST {url}: {r.status_code} {r.text[:300]}")
+                    timings.append(r.headers.get("Server-Timing", ""))
                     return r
+                port = int(url.split(":")[2].split("/")[0])
+
+                def round_trip_http_client():
+                    """The same request from the standard library's client (a new connection each:
+                    gunicorn's sync workers close it after every answer)."""
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    conn.request("POST", "/v1/gradients", body, headers)
+                    data = conn.getresponse().read()
+                    conn.close()
+                    return data
                 r = round_trip()
                 template = as_numpy(orjson.loads(r.content), binary)
                 parse, compute, serialize, whole = floor_fns(cell, body, binary, template, fn)
@@ -276,16 +316,35 @@ def bench_floor(quick: bool) -> None:
                 check_equal({k: template["gradients"][k.split(".", 1)[1]] for k in jax_out if k.startswith("gradients.")},
                             {k: v for k, v in jax_out.items() if k.startswith("gradients.")}, f"HTTP {name}")
                 repeats = 30 if quick else 150
-                t_http, t_floor, t_parse, t_compute, t_ser = interleaved_medians(
-                    [round_trip, whole, parse, compute, serialize], repeats)
-                timing = r.headers.get("Server-Timing", "")
+                problem = engine_problem(cell, w, tokens, targets)
+                t_http, t_floor, t_parse, t_compute, t_ser, t_raw, t_engine = interleaved_medians(
+                    [round_trip, whole, parse, compute, serialize, round_trip_http_client,
+                     lambda: evaluate.gradients(problem)], repeats)
+                strict = t_parse + min(t_compute, t_engine) + t_ser
+                timing = server_timing_medians(timings[-repeats:])
                 enc = "binary" if binary else "JSON"
-                add(f"/v1/gradients HTTP {enc} vs its floor", f"{name} (D=N={D}, H={H}, T={T})",
+                case = f"{name} (D=N={D}, H={H}, T={T})"
+                add(f"/v1/gradients HTTP {enc} vs its floor", case,
                     ms(t_http), ms(t_floor), t_http / t_floor, BINARY_BAR if binary else JSON_BAR, False,
                     f"floor = loads+asarray {ms(t_parse)} + JAX {ms(t_compute)} + dumps {ms(t_ser)}")
+                add(f"/v1/gradients HTTP {enc} (http.client) vs its floor", case, ms(t_raw), ms(t_floor),
+                    t_raw / t_floor, BINARY_BAR if binary else JSON_BAR, False,
+                    "the same round trip from http.client instead of requests")
+                transports.append((enc, case, body, len(r.content), t_http, t_floor, repeats))
+                NOTES.append(f"HTTP {enc} {name}: with the engine's own compute ({ms(t_engine)} in-process) in "
+                             f"place of JAX's ({ms(t_compute)}) where it is faster, the floor is {ms(strict)}: "
+                             f"round trip / that floor = {t_http / strict:.2f}× (requests), "
+                             f"{t_raw / strict:.2f}× (http.client)")
                 NOTES.append(f"HTTP {enc} {name}: body {len(body) / 1024:.0f} KiB, response "
-                             f"{len(r.content) / 1024:.0f} KiB; Server-Timing of the first request: {timing}")
+                             f"{len(r.content) / 1024:.0f} KiB; the server's Server-Timing, median ms of the "
+                             f"timed requests: {timing}")
         session.close()
+    for enc, case, body, size, t_http, t_floor, repeats in transports:
+        t = transport_round_trip(body, size, repeats)
+        NOTES.append(f"HTTP {enc} {case}: the same request and response sizes to a bare WSGI app under the "
+                     f"same gunicorn (bench/transport_app.py, no work) take {ms(t)} p50: gunicorn, loopback TCP "
+                     f"and requests alone are {t / t_http:.0%} of the round trip; round trip / (floor + "
+                     f"transport) = {t_http / (t_floor + t):.2f}×")
 
 
 def write_section(info: dict, command: str) -> None:
