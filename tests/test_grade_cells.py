@@ -202,6 +202,22 @@ def test_batch_averaged(client, problems, name):
                       "batch_averaged", factor=1.0 / s.B)
 
 
+@pytest.mark.parametrize("name", ["lstm-batch", "lstm-layer"])
+def test_a_batch_factor_the_reduction_does_not_explain_is_scaled(client, problems, name):
+    """B·g on a loss that sums the batch is not 'the batch summed where it is averaged'."""
+    s = StudentCell(problems[name])
+    result = by_name(grade(client, problems[name], {"gradients": lists({"b_h": s.gradients(batch_scale=s.B)["b_h"]})}))
+    d = result["gradients.b_h"]["diagnosis"]
+    assert d["id"] == "scaled" and d["factor"] == pytest.approx(s.B)
+
+
+def test_a_batch_average_on_a_mean_loss_is_scaled(client, problems):
+    s = StudentCell(problems["rnn-batch-mean"])
+    d = by_name(grade(client, problems["rnn-batch-mean"],
+                      {"gradients": lists({"W": s.gradients(batch_scale=1 / s.B)["W"]})}))["gradients.W"]["diagnosis"]
+    assert d["id"] == "scaled" and d["factor"] == pytest.approx(1 / s.B)
+
+
 @pytest.mark.parametrize("name", ["lstm-batch", "gru-before", "rnn-layer"])
 def test_sign_transposed_scaled_zero_keep_their_meaning(client, problems, name):
     s = StudentCell(problems[name])
@@ -318,3 +334,52 @@ def test_result_objects_follow_the_documented_structure(client, problems, fmt, s
         assert out["score"] == 2.0 and out["max_score"] == 5.0
         assert [t["status"] for t in out["tests"]] == ["passed", "failed", "passed", "failed", "failed"]
         assert "cell's carry" in tests["gradients.b_h"]["output"]
+
+
+# --- the same diagnoses in another layout (the submission in the course's names) ---
+
+CS231N_ORDER = [0, 1, 3, 2]             # CS231n's blocks i, f, o, g from the lecture's i, f, g, o
+
+
+def _cs231n(g: dict) -> dict:
+    """The student's lecture-layout gradients written as CS231n's (the test's own mapping)."""
+    def cols(m):
+        return np.concatenate([np.split(m, 4, axis=0)[j] for j in CS231N_ORDER], axis=0).T
+    return {"Wx": cols(g["V"]), "Wh": cols(g["W"]), "b": cols(g["b_h"][:, None])[0],
+            "W_vocab": g["U"].T, "b_vocab": g["b_y"], "h_init": g["h_init"], "inputs": g["inputs"]}
+
+
+def _coursera(g: dict) -> dict:
+    return {"Wax": g["V"], "Waa": g["W"], "ba": g["b_h"][:, None], "inputs": np.transpose(g["inputs"], (2, 0, 1))}
+
+
+LAYOUT_CASES = {
+    "cs231n": ({"seed": 41, "cell": "lstm", "batch_size": 2, "input_size": 2, "hidden_size": 3,
+                "output_size": 3, "steps": 5, "weight_scale": 1.0}, _cs231n, ("Wx", "Wh", "b")),
+    "coursera": ({"seed": 42, "layer": True, "batch_size": 3, "input_size": 2, "hidden_size": 3,
+                  "steps": 5, "weight_scale": 1.3}, _coursera, ("Wax", "Waa", "ba")),
+}
+LAYOUT_MISTAKES = [
+    ("cs231n", {"window": 1}, "no_bptt"), ("cs231n", {"window": 3}, "truncated_bptt"),
+    ("cs231n", {"path": "no_cell"}, "no_cell_path"), ("cs231n", {"path": "no_hidden"}, "no_hidden_path"),
+    ("cs231n", {"last_only": True}, "final_loss_only"), ("cs231n", {"batch_scale": 0.5}, "batch_averaged"),
+    ("coursera", {"window": 1}, "no_bptt"), ("coursera", {"window": 2}, "truncated_bptt"),
+    ("coursera", {"path": "no_jacobian"}, "no_jacobian_product"),
+    ("coursera", {"last_only": True}, "final_loss_only"), ("coursera", {"batch_scale": 1 / 3}, "batch_averaged"),
+]
+
+
+@pytest.mark.parametrize("layout,mistake,id_", LAYOUT_MISTAKES, ids=lambda x: str(x))
+def test_diagnoses_in_a_course_layout(client, layout, mistake, id_):
+    body, to_layout, names = LAYOUT_CASES[layout]
+    lecture = client.post("/v1/problems", json=body).json
+    mine = client.post("/v1/problems", json={**body, "layout": layout}).json
+    s = StudentCell(lecture)
+    wrong = to_layout(s.gradients(**mistake))
+    result = by_name(grade(client, mine, {"gradients": lists({n: wrong[n] for n in names})}))
+    for n in names:
+        d = result[f"gradients.{n}"]["diagnosis"]
+        assert d is not None and d["id"] == id_, (n, result[f"gradients.{n}"])
+        assert d["detail"].startswith(f"Your ∂L/∂{n} ")
+    correct = to_layout(s.gradients())
+    assert grade(client, mine, {"gradients": lists(correct)})["score"] == 1.0

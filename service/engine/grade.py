@@ -439,10 +439,11 @@ def _diagnose(name: str, expected: np.ndarray, got: np.ndarray, candidates: _Can
         c = float(np.vdot(expected, got)) / gg              # least squares: got ≈ c·g
         if abs(c - 1.0) > 0.01 and np.isfinite(c) and reproduces(c * expected):
             c = next((r for r in _round_factors(c) if reproduces(r * expected)), c)
-            B = problem.B
-            if B > 1 and np.isclose(c, B):
+            B = problem.B                   # the batch ids only where the loss makes them true
+            averages = not problem.layer and problem.reduction in ("mean", "batch_mean")
+            if B > 1 and averages and np.isclose(c, B):
                 return _diagnosis("batch_not_averaged", name, factor=c, reduction=_reduction_text(problem))
-            if B > 1 and np.isclose(c, 1.0 / B):
+            if B > 1 and not averages and np.isclose(c, 1.0 / B):
                 return _diagnosis("batch_averaged", name, factor=c, reduction=_reduction_text(problem))
             return _diagnosis("scaled", name, factor=c, hint=_hint_for_factor(c, problem))
     return None
