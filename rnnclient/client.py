@@ -51,6 +51,7 @@ class Diagnosis(TypedDict, total=False):
     detail: str
     window: int
     factor: float
+    order: str          # gate_order: the submission's gate blocks, e.g. "i, f, o, g"
 
 
 class Check(TypedDict):

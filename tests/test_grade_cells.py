@@ -29,6 +29,9 @@ PROBLEMS = {
                        "reduction": "batch_mean", "weight_scale": 1.3},
     "rnn-layer": {"seed": 27, "layer": True, "input_size": 2, "hidden_size": 3, "steps": 5,
                   "weight_scale": 1.3},
+    # the lecture's rnn on one sequence (the vanilla engine), for gradients.inputs
+    "rnn-one-mean": {"seed": 28, "input_size": 3, "hidden_size": 3, "steps": 5, "reduction": "mean",
+                     "weight_scale": 1.3},
 }
 BATCHED = [n for n, b in PROBLEMS.items() if "batch_size" in b]
 
@@ -165,7 +168,7 @@ def test_lstm_paths_left_out(client, problems, name, path, id_):
     _expect_diagnoses(client, problems[name], s.gradients(path=path), s.gradients(), id_)
 
 
-@pytest.mark.parametrize("name", ["rnn-batch-mean", "rnn-layer"])
+@pytest.mark.parametrize("name", ["rnn-batch-mean", "rnn-layer", "rnn-one-mean"])
 def test_no_jacobian_product_on_rnn_batches_and_layers(client, problems, name):
     s = StudentCell(problems[name])
     _expect_diagnoses(client, problems[name], s.gradients(path="no_jacobian"), s.gradients(),
