@@ -211,6 +211,10 @@ V11_BODIES = [
     {"seed": 9, "batch_size": 4, "reduction": "mean", "hidden_activation": "relu"},
     {"seed": 10, "layer": True, "batch_size": 2, "tokens": True, "vocab_size": 3},
     {"seed": 11, "cell": "gru", "batch_size": 2, "output_activation": "sigmoid"},
+    {"seed": 12, "layout": "cs231n", "cell": "lstm", "batch_size": 2, "reduction": "batch_mean"},
+    {"seed": 13, "layout": "coursera", "layer": True, "batch_size": 2},
+    {"seed": 14, "layout": "pytorch", "cell": "gru", "batch_size": 2},
+    {"seed": 15, "layout": "min-char-rnn", "tokens": True, "vocab_size": 4},
 ]
 
 
