@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return grade_batch_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m rnnclient",
-        description="Send a JSON request body to the RNN gradient service and print the answer.")
+        description="Send a JSON request body to the RNN gradient service and print the answer.",
+        epilog="To grade a folder of submissions: python -m rnnclient grade-batch --help")
     parser.add_argument("endpoint", choices=ENDPOINTS, help="which endpoint (health takes no file)")
     parser.add_argument("file", nargs="?", help="the JSON body; - reads standard input")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL}, or $RNN_URL)")
