@@ -386,3 +386,29 @@ def test_diagnoses_in_a_course_layout(client, layout, mistake, id_):
         assert d["detail"].startswith(f"Your ∂L/∂{n} ")
     correct = to_layout(s.gradients())
     assert grade(client, mine, {"gradients": lists(correct)})["score"] == 1.0
+
+
+def test_over_the_work_budget_only_the_truncation_search_is_skipped(problems):
+    """A budget that fits the reference but not one backward per window: truncated_bptt is not
+    looked for (no diagnosis), every other mistake still is."""
+    from service import create_app
+    from service.engine import evaluate, grade as engine_grade
+    from service.api.common import engine_problem
+    from schemas.grade import GradeIn
+    from schemas.limits import Limits
+
+    p = problems["lstm-batch"]
+    app = create_app({"TESTING": True})
+    with app.app_context():
+        problem = engine_problem(GradeIn.model_validate({**p, "submission": {"loss": 0.0}}).arrays(Limits()))
+    main, search = evaluate.estimate_work(problem), engine_grade.truncation_search_work(problem)[1]
+    assert main < search
+    client = create_app({"TESTING": True, "MAX_WORK": (main + search) / 2}).test_client()
+    s = StudentCell(p)
+    truncated, nb = s.gradients(window=2), s.gradients(window=1)
+    result = by_name(grade(client, p, {"gradients": lists({"V": truncated["V"], "W": nb["W"]})}))
+    assert not result["gradients.V"]["passed"] and result["gradients.V"]["diagnosis"] is None
+    assert result["gradients.W"]["diagnosis"]["id"] == "no_bptt"
+    client = create_app({"TESTING": True, "MAX_WORK": search}).test_client()
+    d = by_name(grade(client, p, {"gradients": lists({"V": truncated["V"]})}))["gradients.V"]["diagnosis"]
+    assert d["id"] == "truncated_bptt" and d["window"] == 2
