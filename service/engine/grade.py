@@ -307,9 +307,11 @@ DETAILS: dict[str, Callable[..., str]] = {
     "no_hidden_path": lambda n, **_: (
         f"Your {_d(n)} passes the gradient back only along the cell state c: add "
         f"∂L/∂h_{{t−1}} = Wᵀ·∂L/∂a_t (through all four gates) to what each step hands back."),
-    "gate_order": lambda n, order, gates="", **_: (
+    "gate_order": lambda n, order, gates="", canonical="", **_: (
         f"Your {_d(n)} has the right values with its gate blocks in the order {order}; this "
-        f"problem stacks them as {gates}, so reorder the blocks."),
+        f"problem stacks them as {gates}, so reorder the blocks." if n == canonical else
+        f"Your {_d(n)} has the right values with its gate blocks in another order (read as the "
+        f"lecture's {gates}, they come as {order}); reorder the blocks as your layout stacks them."),
     "final_loss_only": lambda n, **_: (
         f"Your {_d(n)} backpropagates only the last scored step's loss; L is the "
         f"sum over every scored step, so add the gradient of each L_t."),
