@@ -329,7 +329,10 @@ def weights_to_canonical(layout: Layout, cell: str, sent: dict, errors: list):
         if piece.field not in arrays:
             continue
         if piece.canon not in canon:
-            shape = tuple(size_of(e, sizes) for e in CANON_SHAPES[piece.canon])
+            try:
+                shape = tuple(size_of(e, sizes) for e in CANON_SHAPES[piece.canon])
+            except NameError:            # N unknown: half an output layer (arrays() says so)
+                continue
             canon[piece.canon] = np.zeros(shape)
         block = arrays[piece.field][piece.source(sizes)]
         if piece.transpose:
@@ -487,6 +490,7 @@ def validate(data: dict, handler):
     errors, sent, grads = [], None, None
     if isinstance(model, dict) and isinstance(model.get("weights"), dict):
         cell = model.get("cell", "rnn")
+        cell = cell if isinstance(cell, str) else None          # not a string: ModelIn says so
         if cell in layout.cells:
             try:
                 parsed = weights_model(layout, cell).model_validate(model["weights"])

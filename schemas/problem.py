@@ -94,8 +94,8 @@ class ProblemIn(StrictModel):
     @classmethod
     def _layout_weights(cls, data, handler):
         """In a layout other than the lecture's, model.weights has that layout's names."""
-        if isinstance(data, dict) and data.get("layout", "lecture") != "lecture" \
-                and data.get("layout") in layouts.LAYOUTS:
+        layout = data.get("layout", "lecture") if isinstance(data, dict) else "lecture"
+        if isinstance(layout, str) and layout != "lecture" and layout in layouts.LAYOUTS:
             return layouts.validate(data, handler)
         return handler(data)
 
