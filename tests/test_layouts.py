@@ -371,3 +371,24 @@ def test_binary_arrays_work_in_a_layout(client):
     a, b = client.post("/v1/gradients", json=body), client.post("/v1/gradients", json=sent)
     assert a.status_code == b.status_code == 200, b.get_json()
     assert a.get_json()["gradients"] == b.get_json()["gradients"]
+
+
+@pytest.mark.parametrize("endpoint", ["forward", "gradients", "gradcheck", "grade"])
+@pytest.mark.parametrize("change", [{"layout": ["cs231n"]}, {"layout": {"a": 1}}, {"model__cell": ["lstm"]},
+                                    {"model__weights__W_vocab": None}])
+def test_odd_values_in_a_layout_are_422_never_500(client, endpoint, change):
+    body = json_copy(BODIES["cs231n"])
+    body["submission"] = {"loss": 1.0}
+    for path, value in change.items():
+        node = body
+        *parents, last = path.split("__")
+        for k in parents:
+            node = node[k]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    if endpoint != "grade":
+        del body["submission"]
+    r = client.post(f"/v1/{endpoint}", json=body)
+    assert r.status_code == 422, r.get_json()
