@@ -264,7 +264,6 @@ def test_fields_the_problem_does_not_have_are_failed_checks(client, problems):
 
 
 def test_batched_step_losses_with_nulls_on_unscored_steps(client):
-    from service import create_app  # noqa: F401  (the client fixture is the app)
     body = {"seed": 3, "batch_size": 2, "cell": "gru", "steps": 4, "score_last_step_only": True}
     p = client.post("/v1/problems", json=body).json
     a = StudentCell(p).answers()
