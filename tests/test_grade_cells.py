@@ -411,3 +411,26 @@ def test_over_the_work_budget_only_the_truncation_search_is_skipped(problems):
     client = create_app({"TESTING": True, "MAX_WORK": search}).test_client()
     d = by_name(grade(client, p, {"gradients": lists({"V": truncated["V"]})}))["gradients.V"]["diagnosis"]
     assert d["id"] == "truncated_bptt" and d["window"] == 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_runner_carry_hook_that_changes_nothing_is_backward(problems, name):
+    """sequence.backward(carry=…) (the grader's hook for the path mistakes): handing back ds_prev
+    as it is gives exactly the correct gradients."""
+    from service import create_app
+    from service.api.common import engine_problem
+    from service.engine import sequence
+    from schemas.grade import GradeIn
+    from schemas.limits import Limits
+
+    with create_app({"TESTING": True}).app_context():
+        problem = engine_problem(GradeIn.model_validate({**problems[name], "submission": {"loss": 0.0}})
+                                 .arrays(Limits()))
+    cache = sequence.forward(problem)
+    hooked, _ = sequence.backward(cache, diagnostics=False, carry=lambda t, ds, ds_prev: ds_prev)
+    plain, _ = sequence.backward(cache, diagnostics=False)
+    assert set(hooked) == set(plain)
+    for k in plain:
+        np.testing.assert_allclose(hooked[k], plain[k], rtol=1e-12, atol=1e-14, err_msg=k)
+    with pytest.raises(ValueError):
+        sequence.backward(cache, truncate=2, diagnostics=False, carry=lambda t, ds, ds_prev: ds_prev)
