@@ -265,25 +265,12 @@ def server_timing_medians(headers: list[str]) -> str:
         f" (sum {sum(np.median(v) for v in phases.values()):.3f} ms)"
 
 
-def transport_round_trip(body: bytes, response_bytes: int, repeats: int) -> float:
-    """p50 of the same request to bench/transport_app.py (no work): HTTP's own cost."""
-    with server.gunicorn(app="bench.transport_app:app", workers=1) as (url, _):
-        session = requests.Session()
-        headers = {"Content-Type": "application/json", "X-Response-Bytes": str(response_bytes)}
-
-        def call():
-            r = session.post(url + "/v1/gradients", data=body, headers=headers)
-            assert r.status_code == 200 and len(r.content) == response_bytes
-        (t,) = interleaved_medians([call], repeats)
-        session.close()
-    return t
-
-
 def bench_floor(quick: bool) -> None:
-    transports = []
-    with server.gunicorn(workers=1) as (url, _):
+    with server.gunicorn(workers=1) as (url, _), \
+            server.gunicorn(app="bench.transport_app:app", workers=1) as (transport_url, _):
         url += "/v1/gradients"
-        session = requests.Session()
+        transport_url += "/v1/gradients"
+        session, transport_session = requests.Session(), requests.Session()
         for name, (cell, D, H, T, B) in FLOOR_CASES.items():
             w, tokens, targets = case_arrays(cell, D, H, T, B)
             fn = jax_ref.response_fn(cell, tokens, targets)
@@ -310,16 +297,22 @@ def bench_floor(quick: bool) -> None:
                     conn.close()
                     return data
                 r = round_trip()
+                transport_headers = {**headers, "X-Response-Bytes": str(len(r.content))}
+
+                def transport():
+                    """The same request to bench/transport_app.py (no work): HTTP's own cost."""
+                    t = transport_session.post(transport_url, data=body, headers=transport_headers)
+                    assert t.status_code == 200 and len(t.content) == len(r.content)
                 template = as_numpy(orjson.loads(r.content), binary)
                 parse, compute, serialize, whole = floor_fns(cell, body, binary, template, fn)
                 jax_out = compute()
                 check_equal({k: template["gradients"][k.split(".", 1)[1]] for k in jax_out if k.startswith("gradients.")},
                             {k: v for k, v in jax_out.items() if k.startswith("gradients.")}, f"HTTP {name}")
-                repeats = 30 if quick else 150
+                repeats = (30 if B == 1 else 10) if quick else (150 if B == 1 else 25)
                 problem = engine_problem(cell, w, tokens, targets)
-                t_http, t_floor, t_parse, t_compute, t_ser, t_raw, t_engine = interleaved_medians(
+                t_http, t_floor, t_parse, t_compute, t_ser, t_raw, t_engine, t_transport = interleaved_medians(
                     [round_trip, whole, parse, compute, serialize, round_trip_http_client,
-                     lambda: evaluate.gradients(problem)], repeats)
+                     lambda: evaluate.gradients(problem), transport], repeats)
                 strict = t_parse + min(t_compute, t_engine) + t_ser
                 timing = server_timing_medians(timings[-repeats:])
                 enc = "binary" if binary else "JSON"
@@ -330,7 +323,11 @@ def bench_floor(quick: bool) -> None:
                 add(f"/v1/gradients HTTP {enc} (http.client) vs its floor", case, ms(t_raw), ms(t_floor),
                     t_raw / t_floor, BINARY_BAR if binary else JSON_BAR, False,
                     "the same round trip from http.client instead of requests")
-                transports.append((enc, case, body, len(r.content), t_http, t_floor, repeats))
+                NOTES.append(f"HTTP {enc} {name}: the same request and response sizes to a bare WSGI app under "
+                             f"the same gunicorn (bench/transport_app.py, no work, requests.Session) take "
+                             f"{ms(t_transport)} p50: gunicorn, loopback TCP and the client alone are "
+                             f"{t_transport / t_http:.0%} of the round trip; round trip / (floor + transport) = "
+                             f"{t_http / (t_floor + t_transport):.2f}×")
                 NOTES.append(f"HTTP {enc} {name}: with the engine's own compute ({ms(t_engine)} in-process) in "
                              f"place of JAX's ({ms(t_compute)}) where it is faster, the floor is {ms(strict)}: "
                              f"round trip / that floor = {t_http / strict:.2f}× (requests), "
@@ -339,12 +336,7 @@ def bench_floor(quick: bool) -> None:
                              f"{len(r.content) / 1024:.0f} KiB; the server's Server-Timing, median ms of the "
                              f"timed requests: {timing}")
         session.close()
-    for enc, case, body, size, t_http, t_floor, repeats in transports:
-        t = transport_round_trip(body, size, repeats)
-        NOTES.append(f"HTTP {enc} {case}: the same request and response sizes to a bare WSGI app under the "
-                     f"same gunicorn (bench/transport_app.py, no work) take {ms(t)} p50: gunicorn, loopback TCP "
-                     f"and requests alone are {t / t_http:.0%} of the round trip; round trip / (floor + "
-                     f"transport) = {t_http / (t_floor + t):.2f}×")
+        transport_session.close()
 
 
 def write_section(info: dict, command: str) -> None:
