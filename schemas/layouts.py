@@ -575,7 +575,7 @@ def arrays(req, limits, targets_required: bool):
         missing = next(n for n in out_names if n not in present)
         errors.append((pointer("model", "weights", missing),
                        f"required field is missing: {' and '.join(out_names)} come together, both (an "
-                       "output layer) or neither (a layer alone, with upstream)", "required"))
+                       "output layer) or neither (a layer alone, with upstream)", "depends"))
     batched = _sequence_batched(req, layout, errors)
     if errors:
         raise RequestInvalid(errors)
@@ -630,7 +630,9 @@ def _translated(e: dict, layout: Layout, cell: str) -> dict:
     if len(parts) >= 4 and parts[1:3] == ["model", "weights"] and parts[3] in CANONICAL:
         field_ = next((p.field for p in layout.pieces[cell] if p.canon == parts[3]), None)
         if field_ is not None:
-            return {**e, "pointer": pointer("model", "weights", field_)}
+            # the output layer a layout leaves optional (layer mode) is needed only without upstream
+            code = "depends" if e.get("code") == "required" else e.get("code")
+            return {**e, "pointer": pointer("model", "weights", field_), "code": code}
     return e
 
 
