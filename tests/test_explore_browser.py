@@ -387,7 +387,7 @@ def test_lstm_batch_view(live, browser):
                            "s.dispatchEvent(new Event('change'))")
     until(browser, lambda d: counter(d, "renders") > renders, "choosing a sequence did not redraw")
     assert np.allclose(chart(browser, "outputs")["traces"][0]["z"], expected["outputs"][1])
-    assert np.allclose(chart(browser, "jacobian")["traces"][0]["customdata"],
+    assert np.allclose(np.array(chart(browser, "jacobian")["traces"][0]["customdata"], dtype=float),
                        np.array(expected["bptt"]["jacobian_norms"][1], dtype=float), equal_nan=True)
     assert console_errors(browser) == []
     screenshot(browser, "explore_lstm_batch.png")
