@@ -27,19 +27,19 @@ def body(model):
     data = req.get_data(cache=False)
     _refuse_cut_body(req, data)
     # schemas.base.parse's fast road (orjson, then the model in Python mode) taken here, so
-    # that Server-Timing can tell parsing from validating; anything either refuses goes to
-    # parse() itself, whose errors are the ones reported (the same answer as before)
+    # that Server-Timing can tell parsing from validating; anything either refuses goes on to
+    # parse()'s own slow road (validate_json), whose errors are the ones reported, as before
     ctx = g._get_current_object()
     ctx.parse_started = perf_counter()
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return parse(model, data)
+        return parse(model, data, fast_road=False)
     ctx.parsed = perf_counter()
     try:
         return model.model_validate(obj)
     except ValidationError:
-        return parse(model, data)
+        return parse(model, data, fast_road=False)
 
 
 def _refuse_cut_body(req, data: bytes) -> None:
