@@ -96,9 +96,6 @@ class Layout:
     def fields(self, cell: str) -> dict:
         return self.weights[cell]
 
-    def has_pieces(self) -> bool:
-        return bool(self.pieces)
-
 
 def _vector_gates(field, canon, order, G, column=False):
     """Bias gate blocks: a vector (G·H) or a column (G·H × 1)."""
