@@ -19,6 +19,9 @@ Coursera (Deep Learning Specialization, course 5 week 1, "Building your Recurren
   lstm_backward's da has T_x 4 for inputs of T_x 7), and lstm_cell_backward needs an
   upstream dc_next, which layer mode does not take; rnn_backward is reproduced.
 
+min-char-rnn (layout min-char-rnn): one call of lossFun from Karpathy's min-char-rnn.py
+  (https://gist.github.com/karpathy/d4dee566867f8291f086), its loss, dWxh … dby and last h.
+
 Tolerances: a value printed with 8 decimals is matched to half its last digit (5e-9); a value
 printed in full (repr) to 1e-12.
 """
@@ -377,3 +380,62 @@ def test_coursera_rnn_backward(client):
     assert g["Wax"][3][1] == pytest.approx(11.264104496527775, abs=FULL)
     assert g["Waa"][1][2] == pytest.approx(2.303333126579893, abs=FULL)
     assert g["ba"][4][0] == pytest.approx(-0.74747722, abs=EIGHT_DECIMALS)
+
+
+# --- min-char-rnn: Karpathy's min-char-rnn.py (https://gist.github.com/karpathy/d4dee566867f8291f086) ---
+
+def min_char_loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by):
+    """lossFun of min-char-rnn.py, as the script computes it (column vectors, one sequence;
+    its gradient clipping at ±5 is left out: nothing here comes near it)."""
+    vocab_size = Wxh.shape[1]
+    xs, hs, ps = {}, {-1: np.copy(hprev)}, {}
+    loss = 0.0
+    for t in range(len(inputs)):
+        xs[t] = np.zeros((vocab_size, 1))
+        xs[t][inputs[t]] = 1
+        hs[t] = np.tanh(Wxh @ xs[t] + Whh @ hs[t - 1] + bh)
+        ys = Why @ hs[t] + by
+        ps[t] = np.exp(ys) / np.sum(np.exp(ys))
+        loss += -np.log(ps[t][targets[t], 0])
+    dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
+    dbh, dby = np.zeros_like(bh), np.zeros_like(by)
+    dhnext = np.zeros_like(hs[0])
+    for t in reversed(range(len(inputs))):
+        dy = np.copy(ps[t])
+        dy[targets[t]] -= 1
+        dWhy += dy @ hs[t].T
+        dby += dy
+        dh = Why.T @ dy + dhnext
+        dhraw = (1 - hs[t] * hs[t]) * dh
+        dbh += dhraw
+        dWxh += dhraw @ xs[t].T
+        dWhh += dhraw @ hs[t - 1].T
+        dhnext = Whh.T @ dhraw
+    return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
+
+
+def test_min_char_rnn_loss_fun(client):
+    """One lossFun call of the script's training loop (seq_length 25, hidden_size 100, the
+    script's initialisation), on a vocabulary of 12 characters."""
+    data = "hello world, hello min-char-rnn"
+    chars = sorted(set(data))
+    ix = {ch: i for i, ch in enumerate(chars)}
+    vocab_size, hidden_size, seq_length = len(chars), 100, 25
+    np.random.seed(0)
+    Wxh = np.random.randn(hidden_size, vocab_size) * 0.01
+    Whh = np.random.randn(hidden_size, hidden_size) * 0.01
+    Why = np.random.randn(vocab_size, hidden_size) * 0.01
+    bh, by = np.zeros((hidden_size, 1)), np.zeros((vocab_size, 1))
+    hprev = np.random.randn(hidden_size, 1) * 0.1
+    inputs = [ix[ch] for ch in data[:seq_length]]
+    targets = [ix[ch] for ch in data[1:seq_length + 1]]
+    loss, dWxh, dWhh, dWhy, dbh, dby, hlast = min_char_loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by)
+    body = {"layout": "min-char-rnn", "model": {"weights": {"Wxh": lst(Wxh), "Whh": lst(Whh), "Why": lst(Why),
+                                                             "bh": lst(bh), "by": lst(by)}},
+            "tokens": inputs, "targets": targets, "h_init": lst(hprev)}
+    out = post(client, "gradients", body)
+    assert out["loss"] == pytest.approx(loss, rel=1e-13)
+    for name, want in (("Wxh", dWxh), ("Whh", dWhh), ("Why", dWhy), ("bh", dbh), ("by", dby)):
+        np.testing.assert_allclose(out["gradients"][name], want, rtol=1e-11, atol=1e-17, err_msg=name)
+    np.testing.assert_allclose(np.array(out["hidden"])[-1], hlast[:, 0], rtol=1e-12, atol=1e-15)
+    assert np.array(out["gradients"]["h_init"]).shape == (hidden_size, 1)      # the shape of hprev
