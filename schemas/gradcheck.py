@@ -71,6 +71,21 @@ class GradcheckIn(ProblemIn):
                                   for i, n in absent])
         return tuple(n for n in has if asked is None or n in asked)
 
+    def repeats(self, has: dict) -> int:
+        """How many times over a canonical parameter's sampled elements or directions may be
+        checked: in a layout, sample and directional modes draw for each of the caller's arrays,
+        and several may share a canonical parameter (Coursera's Wf, Wi, Wc, Wo all touch W and V;
+        PyTorch's two biases b_h). 1 in the lecture's layout and in full mode."""
+        if self._layout_ctx is None or self.check.mode == "full":
+            return 1
+        layout, cell = layouts.LAYOUTS[self.layout], self.model.cell
+        names = layouts.check_parameters(layout, cell, self._layout_ctx, self.check.parameters, has)[0]
+        count: dict = {}
+        for n in names:
+            for c in set(layouts.index_map(layout, cell, n, self._layout_ctx, has)[0].ravel()):
+                count[c] = count.get(c, 0) + 1
+        return max(count.values(), default=1)
+
     def selections(self, has: dict) -> dict | None:
         """In a layout: each of the caller's arrays to check as a selection of canonical
         elements or directions (service.engine.gradcheck_items); None in the lecture's."""

@@ -197,3 +197,27 @@ def test_coursera_writes_one_sequence_as_a_batch_of_one(client):
 def test_problems_refuses_what_a_layout_cannot_write(client, spec, pointer):
     r = client.post("/v1/problems", json=spec)
     assert r.status_code == 422 and pointer in [e["pointer"] for e in r.get_json()["errors"]]
+
+
+def test_the_budget_counts_each_layout_array_sharing_a_parameter(app, client):
+    """Coursera's four gate matrices share W and V: sampled for each, the estimate is 4× one
+    canonical sample of W and V (over the budget here, though one of them alone fits)."""
+    _, sent = problem("coursera", "lstm", 2)
+    one = {**sent, "check": {"mode": "sample", "samples": 5, "parameters": ["Wf"]}}
+    assert client.post("/v1/gradcheck", json=one).status_code == 200
+    from service.api import gradcheck as view
+    from service.engine import gradcheck as gc, gradcheck_cells
+    from schemas.gradcheck import GradcheckIn
+    from schemas.limits import Limits
+    from service.api.common import engine_problem
+    with app.test_request_context():
+        req = GradcheckIn.model_validate({**sent, "check": {"mode": "sample", "samples": 5,
+                                                            "parameters": ["Wf", "Wi", "Wc", "Wo"]}})
+        p = engine_problem(req.arrays(Limits()))
+        spec = view.spec_of(req, p)
+        assert req.repeats(view.evaluate.parameter_shapes(p)) == 4
+        work, _ = gc.estimate(gradcheck_cells.CellSizes.of(p), spec)
+    app.config["GRADCHECK_MAX_WORK"] = 2 * work            # one draw per parameter fits, four do not
+    four = {**sent, "check": {"mode": "sample", "samples": 5, "parameters": ["Wf", "Wi", "Wc", "Wo"]}}
+    r = client.post("/v1/gradcheck", json=four)
+    assert r.status_code == 422 and r.get_json()["errors"][0]["code"] == "work_budget"

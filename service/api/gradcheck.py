@@ -26,10 +26,12 @@ def spec_of(req: GradcheckIn, problem: Problem) -> gc.CheckSpec:
                         parameters=names, rtol=c.rtol, atol=c.atol)
 
 
-def check_budget(sizes: gradcheck_cells.CellSizes, spec: gc.CheckSpec) -> None:
-    """422 before any work when the estimated work is over RNN_GRADCHECK_MAX_WORK."""
+def check_budget(sizes: gradcheck_cells.CellSizes, spec: gc.CheckSpec, repeats: int = 1) -> None:
+    """422 before any work when the estimated work is over RNN_GRADCHECK_MAX_WORK (`repeats`:
+    how many times over a parameter's samples or directions may be checked)."""
     budget = current_app.config["GRADCHECK_MAX_WORK"]
     work, evaluations = gc.estimate(sizes, spec)
+    work, evaluations = work * repeats, evaluations * repeats
     observability.mark_work(work)
     if work > budget:
         raise WorkBudgetExceeded(
@@ -43,7 +45,7 @@ def gradcheck():
     req = body(GradcheckIn)
     problem = engine_problem(req.arrays(limits()))
     spec = spec_of(req, problem)
-    check_budget(gradcheck_cells.CellSizes.of(problem), spec)
+    check_budget(gradcheck_cells.CellSizes.of(problem), spec, req.repeats(evaluate.parameter_shapes(problem)))
     try:
         selections = req.selections(evaluate.parameter_shapes(problem))
         report = gradcheck_cells.gradcheck(problem, spec) if selections is None else \
