@@ -97,6 +97,8 @@ class ProblemsIn(StrictModel):
         head = 0 if self.layer else N * H + N
         per_step = (1 if self.tokens else D) + (H if self.layer else N)
         numbers = G * H * (D + H + 1) + (H if self.cell == "gru" else 0) + head + B * T * per_step
+        if self.layout == "pytorch":              # bias_hh_l0 is written out too (zeros, and b_hn)
+            numbers += G * H - (H if self.cell == "gru" else 0)
         if numbers * BYTES_PER_NUMBER > max_body_bytes:
             raise LimitExceeded(
                 f"the problem would hold {numbers:,} numbers (about {numbers * BYTES_PER_NUMBER:,} "
