@@ -72,7 +72,7 @@ class Student:
         return np.eye(self.N)[y] if self.loss_name == "cross_entropy" else np.array(y, dtype=float)
 
     def run(self, params=None):
-        """Forward pass: a_t, h_t, ŷ_t per step and L (with the reduction)."""
+        """Forward pass: a_t, h_t, ŷ_t per step and the unreduced L_t (None where unscored)."""
         p = params or {"V": self.V, "W": self.W, "U": self.U, "b_h": self.b_h, "b_y": self.b_y,
                        "h_init": self.h_init}
         h = p["h_init"]
@@ -82,7 +82,7 @@ class Student:
             h = _act(self.f_h, a)
             yhat = _out(self.f_y, p["U"] @ h + p["b_y"])
             a_list.append(a), h_list.append(h), y_list.append(yhat)
-            L_steps.append(self.step_loss(t, yhat) * self.scale if t in self.scored else None)
+            L_steps.append(self.step_loss(t, yhat) if t in self.scored else None)
         return a_list, h_list, y_list, L_steps
 
     def step_loss(self, t, yhat):
@@ -94,7 +94,7 @@ class Student:
         return 0.5 * np.sum((yhat - y) ** 2)
 
     def loss(self, params=None) -> float:
-        return sum(v for v in self.run(params)[3] if v is not None)
+        return self.scale * sum(v for v in self.run(params)[3] if v is not None)
 
     def dL_dz(self, t, yhat):
         """∂L_t/∂z_t, the textbook way: ∂L_t/∂ŷ_t times the Jacobian of f_y."""

@@ -180,13 +180,22 @@ def test_a_submission_may_be_binary(client, small_body):
     body = {**small_body, "submission": {"gradients": {
         "W": encode(reference["W"], [2, 2]),                      # right
         "b_h": encode(np.array(reference["b_h"]) * 2, [2]),       # scaled by 2
-        "U": encode(np.zeros(6), [6])}}}                          # wrong shape: a failed check
+        "U": encode(np.zeros(6), [2, 3])}}}                       # wrong shape: a failed check
     got = client.post("/v1/grade", json=body)
     assert got.status_code == 200, got.get_data(as_text=True)
     checks = {c["name"]: c for c in got.get_json()["checks"]}
     assert checks["gradients.W"]["passed"]
     assert not checks["gradients.b_h"]["passed"]
-    assert not checks["gradients.U"]["passed"] and checks["gradients.U"]["error"]
+    assert not checks["gradients.U"]["passed"] and checks["gradients.U"]["error"] == "expected 3×2, got 2×3"
+
+
+def test_a_binary_submission_of_the_wrong_rank_is_a_422_at_its_shape(client, small_body):
+    """The rank of every answer is known (U a matrix, b_h a vector, loss a number): a binary
+    array states it in its shape, and openapi.yaml says so; a wrong size is a failed check."""
+    body = {**small_body, "submission": {"loss": encode([1.0], [1]),
+                                         "gradients": {"U": encode(np.zeros(6), [6])}}}
+    errors = _errors(client.post("/v1/grade", json=body))
+    assert {"/submission/loss/shape", "/submission/gradients/U/shape"} <= set(errors), errors
 
 
 def test_a_bad_binary_submission_points_into_it(client, small_body):

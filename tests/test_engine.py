@@ -68,8 +68,11 @@ def test_gradients_match_finite_differences(hidden, head, reduction, tokens, h_i
     # and the forward pass itself
     cache = rnn.forward(engine_problem(spec, p))
     mine = ref.run(spec, p)
+    # step_losses are the unreduced L_t (0 on unscored steps); loss applies the reduction
+    unreduced = [0.0 if y is None else ref.step_loss(spec.loss, spec.output, z, y)
+                 for z, y in zip(mine["z"], spec.targets)]
     for engine_value, ref_value in ((cache.h, mine["h"]), (cache.yhat, mine["yhat"]),
-                                    (cache.step_losses, mine["L_t"]), (cache.loss, mine["L"])):
+                                    (cache.step_losses, unreduced), (cache.loss, mine["L"])):
         assert ref.scaled_error(engine_value, ref_value) < 1e-14
 
 

@@ -182,4 +182,4 @@ def test_error_responses_are_the_documented_problems(status, small_body):
         assert "65,536 bytes" in r.get_json()["detail"]          # the limit is in the detail
     if status == 422:
         assert r.get_json()["errors"] == [{"pointer": "/model/weights/W/0/0",
-                                           "detail": "must be a finite number"}]
+                                           "detail": "must be a finite number", "code": "range"}]

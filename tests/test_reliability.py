@@ -25,6 +25,7 @@ from schemathesis.config import SchemathesisConfig
 from service import create_app
 
 from servers import Gunicorn, Nginx, binary, report, rss_kib, wait_until
+from tests.contract import refused_for_unstateable_rules
 
 pytestmark = pytest.mark.reliability
 needs = {b: pytest.mark.skipif(binary(b) is None, reason=f"make system-deps installs {b}")
@@ -49,18 +50,38 @@ def statuses(server: Gunicorn) -> dict:
 
 # --- schemathesis: the app against its own openapi.yaml -------------------------------------------
 
-# Every check is on; two take the contract's own answers into account:
+# Every check is on. Two take the contract's own answers into account, and one more holds them to it:
 # - schema-violating data over a size limit (e.g. 10,001 targets when maxItems is 10,000) is
 #   answered 413, as the contract says, which schemathesis does not list by default;
-# - schema-valid data can still be inconsistent in ways JSON Schema cannot state (V must be H×D
-#   for the H of W, cross_entropy needs softmax, a gradcheck's work budget): the contract
-#   answers 422 (or 413 over a limit) with pointers, so those count as accepted answers.
+# - schema-valid data can still break a rule JSON Schema cannot state (V must be H×D for the H
+#   of W, a token below D, the work budget): the contract answers 422 (or 413) with pointers, so
+#   positive_data_acceptance lists those statuses, and `only_unstateable_rules_refused` then
+#   fails any such answer unless every error it lists has a code in tests/contract.py's
+#   CANNOT_STATE: a 422 to schema-valid data for anything else is a contract bug.
 FUZZ_CONFIG = SchemathesisConfig.from_str("""
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
 [checks.positive_data_acceptance]
 expected-statuses = ["2XX", 413, 422]
 """)
+
+
+def only_unstateable_rules_refused(ctx, response, case):
+    """Schema-valid data refused with 413 or 422: every listed error is a rule JSON Schema cannot
+    state, decided from the error's own code."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code not in (413, 422):
+        return None
+    try:
+        problem = json.loads(response.content)
+    except ValueError:
+        problem = None
+    if not refused_for_unstateable_rules(response.status_code, problem):
+        errors = problem.get("errors") if isinstance(problem, dict) else problem
+        raise AssertionError(f"schema-valid data refused with {response.status_code} for a rule the "
+                             f"schema could state (or without error codes): {json.dumps(errors)[:600]}")
+    return None
+
 
 try:
     schema = schemathesis.openapi.from_wsgi("/openapi.yaml", create_app({"TESTING": True}),
@@ -73,10 +94,29 @@ if schema is not None:
     @settings(max_examples=25, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     def test_schemathesis_all_checks_pass(case):
-        case.call_and_validate()
+        case.call_and_validate(additional_checks=[only_unstateable_rules_refused])
 else:
     def test_schemathesis_all_checks_pass():
         pytest.fail(f"openapi.yaml does not load: {LOAD_ERROR}")
+
+
+def test_the_strict_check_refuses_a_422_for_a_rule_the_schema_states():
+    """only_unstateable_rules_refused is not vacuous: a positive case answered 422 for a type
+    error fails it; one answered for a token not below D passes."""
+    class Mode:
+        is_positive = True
+
+    class Case:
+        meta = type("Meta", (), {"generation": type("Generation", (), {"mode": Mode})})
+
+    def answer(*codes):
+        errors = [{"pointer": "/tokens/0", "detail": "…", "code": c} for c in codes]
+        return type("Response", (), {"status_code": 422, "content": json.dumps({"status": 422, "errors": errors})})
+
+    assert only_unstateable_rules_refused(None, answer("token_range"), Case) is None
+    for codes in (("type",), ("token_range", "type"), ()):
+        with pytest.raises(AssertionError, match="schema-valid data refused"):
+            only_unstateable_rules_refused(None, answer(*codes), Case)
 
 
 # --- load and soak with wrk ------------------------------------------------------------------------
