@@ -26,6 +26,8 @@ CANNOT_STATE = {
                        "binary_cross_entropy: sigmoid)",
     "exactly_one": "exactly one of inputs and tokens must be given",
     "depends": "vocab_size goes with tokens: true, input_size without it",
+    "parameter_absent": "a gradcheck parameter the problem does not have (c_init without an lstm, "
+                        "inputs with tokens, U in layer mode...)",
     "overflow": "a result (or a numerical derivative) that overflows float64",
     "work_budget": "the estimated work is over the budget (/problems/work-budget-exceeded)",
     "bptt_terms_limit": "include needs T²·H numbers, over RNN_MAX_BPTT_TERMS (413)",
