@@ -187,6 +187,9 @@ PROBES = [
     Probe("a parameter named twice", C, edit(BASE, check={"parameters": ["V", "V"]}), "refuse", "/check/parameters"),
     Probe("an unknown field", F, edit(BASE, tokenz=[0]), "refuse", "/tokenz"),
     Probe("eps 0", C, edit(BASE, check={"eps": 0}), "refuse", "/check/eps"),
+    Probe("a submitted c_init that is not a state", R, edit(grade_body(SUBMISSION), c_init={"x": 1}), "refuse",
+          "/c_init/x"),
+    Probe("upstream without hidden", R, edit(grade_body(SUBMISSION), upstream={}), "refuse", "/upstream/hidden"),
     # --- rules JSON Schema cannot state: schema-valid, refused with the rule's code
     Probe("a token not below D", F, edit(BASE, tokens=[0, 2, 1]), "rule", "/tokens/1"),
     Probe("a class not below N", G, edit(BASE, targets=[3, None, 0]), "rule", "/targets/0"),
