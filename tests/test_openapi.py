@@ -104,6 +104,8 @@ def test_the_drift_check_notices_a_difference():
 
     class ModelIn(StrictModel):                                    # a drifted copy
         weights: dict
+        cell: Literal["rnn", "lstm", "gru"] = "rnn"
+        gru_reset: Literal["after", "before"] | None = None
         hidden_activation: Literal["tanh", "gelu"] = "tanh"
         output_activation: Literal["softmax", "sigmoid", "identity"] = "softmax"
 
