@@ -282,7 +282,8 @@ def _batch_targets(entries: list, loss: str, T: int, N: int, errors: list, B: in
         return None, None
     Y, scored = np.zeros((B, T, N)), np.zeros((B, T), dtype=bool)
     for b, row in enumerate(entries):
-        if not isinstance(row, list):
+        flat = loss != "cross_entropy" and isinstance(row, list) and row and all(map(_is_real, row))
+        if not isinstance(row, list) or flat:      # flat: one step's vector target, not a sequence's T
             errors.append((pointer("targets", b), f"must be the T = {T} targets of sequence {b} "
                                                   "(the inputs are a batch: targets are B×T)", "shape"))
             return None, None
@@ -302,6 +303,11 @@ def _columns(m) -> int:
     if isinstance(m, np.ndarray):
         return m.shape[1]
     return len(m[0]) if m else 0
+
+
+def _is_real(x) -> bool:
+    """A JSON number (finite or not), not a boolean."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _is_number(x) -> bool:

@@ -435,6 +435,9 @@ REFUSED = {   # name: (body, path, pointer, code)
                                                     "/v1/gradients", "/targets", "shape"),
     "flat targets for batched inputs (B of them)": (lambda: change(batch_body(), ("targets",), [0, 1]),
                                                     "/v1/gradients", "/targets/0", "shape"),
+    "flat vector targets for batched inputs": (
+        lambda: change(batch_body(output="identity", loss="squared_error"), ("targets",),
+                       [[0.1, 0.2, 0.3], [0.0, 0.5, 1.0]]), "/v1/gradients", "/targets/0", "shape"),
     "targets of the wrong B": (lambda: change(batch_body(), ("targets",), [[0, 1, 2]] * 3),
                                "/v1/gradients", "/targets", "shape"),
     "batched targets for one sequence": (lambda: change(lstm_body(), ("targets",), [[0, 1, 2]]),
