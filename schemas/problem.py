@@ -49,11 +49,12 @@ class WeightsIn(StrictModel):
     V: Matrix = Field(description="G·H×D input-to-hidden weights (G gate blocks: 1 for rnn, "
                                   "4 for lstm (i, f, g, o), 3 for gru (r, z, n))")
     W: Matrix = Field(description="G·H×H hidden-to-hidden weights")
-    U: Matrix | None = Field(None, description="N×H hidden-to-output weights (with b_y, or "
-                                               "neither for a layer alone)")
+    # U, b_y, b_hn: absent or an array, never null (the schema's dependentRequired counts presence)
+    U: Matrix = Field(None, description="N×H hidden-to-output weights (with b_y, or "
+                                        "neither for a layer alone)")
     b_h: Vector = Field(description="G·H hidden biases")
-    b_y: Vector | None = Field(None, description="N output biases")
-    b_hn: Vector | None = Field(None, description="gru with gru_reset after: H biases of W_n h "
+    b_y: Vector = Field(None, description="N output biases")
+    b_hn: Vector = Field(None, description="gru with gru_reset after: H biases of W_n h "
                                                   "inside r ⊙ (…); zeros when absent")
 
 
