@@ -9,10 +9,11 @@ from jsonschema import Draft202012Validator
 # A 422 (or 413) answer to a body that the served openapi.yaml accepts is right only when every
 # error it lists names one of these rules, by its `code`: each relates one field's value to
 # another's (or needs the bytes inside a base64 string, or the cost of the work), which a
-# per-field JSON Schema does not see. The request schemas stay plain objects (no if/then or
-# oneOf over the body, which generated clients turn into unusable types), so the presence rules
-# between fields are here too. Anything else refused for schema-valid data is a disagreement
-# between the contract and the code.
+# per-field JSON Schema does not see. Some rules between fields are stated with if/then
+# (LayoutRules, CellRules: a gated cell's hidden_activation, gru_reset, b_hn) and are refused with
+# `depends` too; the other presence rules (vocab_size, c_init, layer mode, the output layer that
+# targets need) are left to the service. Anything else refused for schema-valid data is a
+# disagreement between the contract and the code.
 CANNOT_STATE = {
     "shape": "a shape that must agree with another field's (W fixes H, V's columns fix D, inputs "
              "or tokens fix T, U fixes N), or rows that must all be one length",
@@ -25,7 +26,9 @@ CANNOT_STATE = {
     "loss_activation": "the loss needs another output activation (cross_entropy: softmax; "
                        "binary_cross_entropy: sigmoid)",
     "exactly_one": "exactly one of inputs and tokens must be given",
-    "depends": "vocab_size goes with tokens: true, input_size without it",
+    "depends": "a field that goes only with another's value: vocab_size with tokens: true, input_size "
+               "without it; c_init only with the lstm; upstream without targets, loss, reduction; "
+               "targets with an output layer (CellRules lists them)",
     "parameter_absent": "a gradcheck parameter the problem does not have (c_init without an lstm, "
                         "inputs with tokens, U in layer mode...)",
     "overflow": "a result (or a numerical derivative) that overflows float64",
