@@ -5,9 +5,11 @@ below, so a run of only these keys leaves the rest of the file as it was).
 floor: what any Python service must spend on a /v1/gradients request — `orjson.loads` of the
 body and `np.asarray` of its arrays (base64 decoding for binary), the same response computed by
 the fastest peer (JAX jit, float64, one thread, numpy in and out), and `orjson.dumps` of that
-response from numpy arrays (base64 for binary) — against the HTTP round trip (p50, a
-keep-alive requests.Session on loopback, gunicorn started like `make run` with 1 worker; the
-client sends the encoded body and reads the response bytes).
+response from numpy arrays (base64 for binary) — against the HTTP round trip (p50, one
+kept-alive http.client connection on loopback, gunicorn started like `make run` with 1 worker;
+the client sends the encoded body and reads the response bytes). A requests.Session's round
+trip is a second row: that client alone adds ~1–2 ms at these sizes (proxy lookups from the
+environment, the response read in 10 KiB chunks).
 
 jax: `service.engine.evaluate.gradients(problem)` (everything /v1/gradients returns: outputs,
 hidden states, step losses, every gradient, b_h_by_step, hidden_grad_norms) against
@@ -270,7 +272,7 @@ def bench_floor(quick: bool) -> None:
             server.gunicorn(app="bench.transport_app:app", workers=1) as (transport_url, _):
         url += "/v1/gradients"
         transport_url += "/v1/gradients"
-        session, transport_session = requests.Session(), requests.Session()
+        session = requests.Session()
         for name, (cell, D, H, T, B) in FLOOR_CASES.items():
             w, tokens, targets = case_arrays(cell, D, H, T, B)
             fn = jax_ref.response_fn(cell, tokens, targets)
@@ -287,22 +289,30 @@ def bench_floor(quick: bool) -> None:
                     timings.append(r.headers.get("Server-Timing", ""))
                     return r
                 port = int(url.split(":")[2].split("/")[0])
+                transport_port = int(transport_url.split(":")[2].split("/")[0])
+
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
                 def round_trip_http_client():
-                    """The same request from the standard library's client (a new connection each:
-                    gunicorn's sync workers close it after every answer)."""
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    """The same request from the standard library's client on one kept-alive
+                    connection (the server must keep it open: a closed one is an error here)."""
                     conn.request("POST", "/v1/gradients", body, headers)
-                    data = conn.getresponse().read()
-                    conn.close()
+                    answer = conn.getresponse()
+                    data = answer.read()
+                    if answer.status != 200 or answer.will_close:
+                        raise SystemExit(f"POST {url}: {answer.status}, will_close={answer.will_close}")
+                    timings.append(answer.headers.get("Server-Timing", ""))
                     return data
                 r = round_trip()
                 transport_headers = {**headers, "X-Response-Bytes": str(len(r.content))}
 
+                transport_conn = http.client.HTTPConnection("127.0.0.1", transport_port, timeout=60)
+
                 def transport():
                     """The same request to bench/transport_app.py (no work): HTTP's own cost."""
-                    t = transport_session.post(transport_url, data=body, headers=transport_headers)
-                    assert t.status_code == 200 and len(t.content) == len(r.content)
+                    transport_conn.request("POST", "/v1/gradients", body, transport_headers)
+                    answer = transport_conn.getresponse()
+                    assert answer.status == 200 and len(answer.read()) == len(r.content)
                 template = as_numpy(orjson.loads(r.content), binary)
                 parse, compute, serialize, whole = floor_fns(cell, body, binary, template, fn)
                 jax_out = compute()
@@ -310,33 +320,34 @@ def bench_floor(quick: bool) -> None:
                             {k: v for k, v in jax_out.items() if k.startswith("gradients.")}, f"HTTP {name}")
                 repeats = (30 if B == 1 else 10) if quick else (150 if B == 1 else 25)
                 problem = engine_problem(cell, w, tokens, targets)
-                t_http, t_floor, t_parse, t_compute, t_ser, t_raw, t_engine, t_transport = interleaved_medians(
-                    [round_trip, whole, parse, compute, serialize, round_trip_http_client,
+                t_http, t_floor, t_parse, t_compute, t_ser, t_requests, t_engine, t_transport = interleaved_medians(
+                    [round_trip_http_client, whole, parse, compute, serialize, round_trip,
                      lambda: evaluate.gradients(problem), transport], repeats)
+                conn.close()
+                transport_conn.close()
                 strict = t_parse + min(t_compute, t_engine) + t_ser
-                timing = server_timing_medians(timings[-repeats:])
+                timing = server_timing_medians(timings[-2 * repeats:])
                 enc = "binary" if binary else "JSON"
                 case = f"{name} (D=N={D}, H={H}, T={T})"
                 add(f"/v1/gradients HTTP {enc} vs its floor", case,
                     ms(t_http), ms(t_floor), t_http / t_floor, BINARY_BAR if binary else JSON_BAR, False,
                     f"floor = loads+asarray {ms(t_parse)} + JAX {ms(t_compute)} + dumps {ms(t_ser)}")
-                add(f"/v1/gradients HTTP {enc} (http.client) vs its floor", case, ms(t_raw), ms(t_floor),
-                    t_raw / t_floor, BINARY_BAR if binary else JSON_BAR, False,
-                    "the same round trip from http.client instead of requests")
+                add(f"/v1/gradients HTTP {enc} (requests) vs its floor", case, ms(t_requests), ms(t_floor),
+                    t_requests / t_floor, BINARY_BAR if binary else JSON_BAR, False,
+                    "the same round trip from a requests.Session: the client's own cost included")
                 NOTES.append(f"HTTP {enc} {name}: the same request and response sizes to a bare WSGI app under "
-                             f"the same gunicorn (bench/transport_app.py, no work, requests.Session) take "
+                             f"the same gunicorn (bench/transport_app.py, no work, http.client kept alive) take "
                              f"{ms(t_transport)} p50: gunicorn, loopback TCP and the client alone are "
                              f"{t_transport / t_http:.0%} of the round trip; round trip / (floor + transport) = "
                              f"{t_http / (t_floor + t_transport):.2f}×")
                 NOTES.append(f"HTTP {enc} {name}: with the engine's own compute ({ms(t_engine)} in-process) in "
                              f"place of JAX's ({ms(t_compute)}) where it is faster, the floor is {ms(strict)}: "
-                             f"round trip / that floor = {t_http / strict:.2f}× (requests), "
-                             f"{t_raw / strict:.2f}× (http.client)")
+                             f"round trip / that floor = {t_http / strict:.2f}× (http.client), "
+                             f"{t_requests / strict:.2f}× (requests)")
                 NOTES.append(f"HTTP {enc} {name}: body {len(body) / 1024:.0f} KiB, response "
                              f"{len(r.content) / 1024:.0f} KiB; the server's Server-Timing, median ms of the "
                              f"timed requests: {timing}")
         session.close()
-        transport_session.close()
 
 
 def write_section(info: dict, command: str) -> None:

@@ -1,4 +1,5 @@
-"""gunicorn settings for `make run` and the container: sync workers, one BLAS thread each."""
+"""gunicorn settings for `make run` and the container: single-threaded workers that keep
+connections alive (service/worker.py), one BLAS thread each."""
 import os
 import shutil
 import signal
@@ -26,9 +27,13 @@ _seed_numba_cache()
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "sync"
+# one request at a time per worker, as sync workers, with connections kept alive between
+# requests (service/worker.py)
+worker_class = "service.worker.KeepAliveWorker"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# idle seconds a kept-alive connection stays open; nginx (deploy/nginx.conf) closes its own
+# upstream connections sooner, so it never reuses one gunicorn is closing
 keepalive = 5
 accesslog = None
 errorlog = "-"

@@ -76,16 +76,19 @@ def rss_kib(pid: int) -> int:
 
 
 class Gunicorn:
-    """`gunicorn -c service/gunicorn.conf.py` (the image's CMD) on a loopback port."""
+    """`gunicorn -c service/gunicorn.conf.py` (the image's CMD) on a loopback port; `app` (a
+    module:callable) in place of the service, under the same settings."""
 
     def __init__(self, tmp: Path, workers: int = 2, port: int | None = None,
-                 start_new_session: bool = False, **env):
+                 start_new_session: bool = False, app: str | None = None, **env):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         tmp.mkdir(parents=True, exist_ok=True)
         self.log_path = tmp / f"gunicorn-{self.port}.log"
         cmd = dockerfile_cmd()
         cmd[0] = str(Path(sys.executable).parent / cmd[0])      # the venv's gunicorn
+        if app:
+            cmd.append(app)
         environ = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
                    "WEB_CONCURRENCY": str(workers),
                    "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"metrics-{self.port}"), **env}

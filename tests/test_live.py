@@ -1,4 +1,4 @@
-"""The service as `make run` starts it (gunicorn, two sync workers, loopback, a free port),
+"""The service as `make run` starts it (gunicorn, two workers, loopback, a free port),
 called over real HTTP with requests. Bounded: up within 20 s or the test fails, and the whole
 process group is terminated afterwards."""
 import json
