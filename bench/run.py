@@ -165,18 +165,24 @@ def blas_floor(problem: rnn.Problem, repeats: int) -> float:
 
 # --- /v1/gradients over HTTP against PyTorch in-process ---
 
+_CONNECTIONS: dict = {}
+
+
 def post(url: str, body: bytes, headers: dict) -> bytes:
+    """POST on one kept-alive connection per server, as a caller in a loop would."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.request("POST", parts.path, body, {"Content-Type": "application/json", **headers})
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise SystemExit(f"POST {url}: {response.status} {data[:300]!r}")
-        return data
-    finally:
+    conn = _CONNECTIONS.get(parts.netloc)
+    if conn is None:
+        conn = _CONNECTIONS[parts.netloc] = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.request("POST", parts.path, body, {"Content-Type": "application/json", **headers})
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200 or response.will_close:
         conn.close()
+        del _CONNECTIONS[parts.netloc]
+    if response.status != 200:
+        raise SystemExit(f"POST {url}: {response.status} {data[:300]!r}")
+    return data
 
 
 def decode_binary(obj: dict) -> np.ndarray:
@@ -241,7 +247,7 @@ def bench_http(table: Table, quick: bool) -> None:
                   t_ours / t_grads, bar=bar, higher_is_better=False)
     table.notes.append(
         "HTTP rows: the client encodes numpy weights (orjson, or base64 for binary), POSTs to gunicorn on "
-        "loopback (a new connection per request, as sync workers close it), and decodes the gradients and "
+        "loopback (one kept-alive connection), and decodes the gradients and "
         "b_h_by_step back to numpy. 'same response': torch computes everything /v1/gradients returns "
         "(outputs, step losses, dL/dθ, the total dL/dh_t norms, and dL_t/db_h for every t as T "
         "vector-Jacobian products batched into one autograd.grad call); 'gradients only': torch computes "
@@ -303,7 +309,7 @@ def bench_throughput(table: Table, quick: bool) -> None:
     table.add("/v1/gradients req/s vs echo app",
               f"quiz (D=N={D}, H={H}, T={T}), wrk -c4 {seconds}s, median of {rounds}",
               f"{ours:.0f}/s", f"{echo:.0f}/s", ratios[mid], bar=0.6)
-    table.notes.append(f"throughput: both apps under the same gunicorn settings (2 sync workers) and wrk "
+    table.notes.append(f"throughput: both apps under the same gunicorn settings (2 workers, connections kept alive: service/worker.py) and wrk "
                        f"(1 thread, 4 connections, {seconds} s) on this 2-core machine, {rounds} alternating "
                        f"pair(s), ratios {', '.join(f'{r:.2f}×' for r in ratios)}; the row is the median pair, "
                        f"where a worker spent {ours_cpu:.2f} ms of CPU per request for /v1/gradients and "
