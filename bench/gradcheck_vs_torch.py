@@ -4,7 +4,7 @@ same loss, float64, eps 1e-6, side by side in one run. Writes bench/gradcheck_re
     bench/.venv/bin/python bench/gradcheck_vs_torch.py [--torch-subset N] [--repeats R]
 
 (from the project root; bench/.venv has torch==2.13.0 and requirements.txt). The service runs
-under gunicorn on loopback as `make run` starts it (sync workers, one BLAS thread each); torch
+under gunicorn on loopback as `make run` starts it (single-threaded workers, one BLAS thread each); torch
 runs in this process with one thread. Both check V, W, U, b_h, b_y (h_init is zeros and left
 out, as in the 8,288- and 23,165-parameter counts).
 
@@ -421,7 +421,7 @@ def write(rows: list[dict], args) -> None:
              "Both sides: central differences, eps 1e-6, float64, parameters V, W, U, b_h, b_y "
              "of a tanh/softmax/cross-entropy tokens problem (`bench/problems.py`, seed 0). "
              "Service: `POST /v1/gradcheck` with `mode: full` over HTTP to gunicorn on loopback "
-             "(one sync worker, one BLAS thread), median of "
+             "(one worker, one BLAS thread), median of "
              f"{args.repeats} requests, wall time including JSON both ways. Torch: "
              "`torch.autograd.gradcheck(f, inputs, eps=1e-6)` in-process, one thread.", "",
              "| problem | parameters | service (wall) | torch gradcheck (wall) | speed-up (wall) | "
