@@ -83,6 +83,17 @@ def test_pipelined_requests_are_answered_in_order(tmp_path):
         assert len(set(pids)) == 1 and pids[0].isdigit()
 
 
+def test_a_silent_connection_does_not_hold_the_worker(tmp_path):
+    """A client that connects and sends nothing waits in the poll, not in the worker."""
+    with Gunicorn(tmp_path, workers=1, app=SLOW_APP) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10):
+        time.sleep(0.3)                                # accepted by the one worker
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=3)
+        started = time.monotonic()
+        assert get(conn, "/").status == 200
+        assert time.monotonic() - started < 2
+
+
 def test_an_idle_connection_is_closed_after_the_keepalive(tmp_path):
     with Gunicorn(tmp_path, workers=1, app=SLOW_APP, GUNICORN_CMD_ARGS="--keep-alive 1") as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
