@@ -12,6 +12,7 @@ import ctypes.util
 import errno
 import json
 import os
+import select
 import selectors
 import time
 from datetime import datetime
@@ -39,6 +40,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 # way on a kept-alive connection, for this long at most
 STOP_LINGER = 1.0
 DRAIN_SECONDS = 2.0
+FIRST_REQUEST_WAIT = 0.05
 
 
 class _Connection:
@@ -144,10 +146,17 @@ class KeepAliveWorker(SyncWorker):
                 return                                  # another worker took it
             raise
         util.close_on_exec(sock)
-        sock.setblocking(False)
-        # served when its first request arrives, as a kept-alive one is: a client that connects
-        # and sends nothing never holds the worker (the sync worker waited on it)
-        self._keep(_Connection(sock, addr, listener.getsockname(), http.get_parser(self.cfg, sock, addr)))
+        conn = _Connection(sock, addr, listener.getsockname(), http.get_parser(self.cfg, sock, addr))
+        # A request normally follows its connect at once: served now, so a worker holds one
+        # accepted connection it has not answered at most (the others stay in the listen queue
+        # for any worker; a worker that dies loses only that one). A client that sends nothing
+        # within FIRST_REQUEST_WAIT waits in the poll as a kept-alive connection does, instead
+        # of holding the worker (the sync worker waited on it).
+        if select.select([sock], [], [], FIRST_REQUEST_WAIT)[0]:
+            self._serve(conn)
+        else:
+            sock.setblocking(False)
+            self._keep(conn)
 
     def _serve(self, conn) -> None:
         """Answer requests on the connection while it has them; then keep it or close it."""

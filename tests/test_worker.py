@@ -84,7 +84,8 @@ def test_pipelined_requests_are_answered_in_order(tmp_path):
 
 
 def test_a_silent_connection_does_not_hold_the_worker(tmp_path):
-    """A client that connects and sends nothing waits in the poll, not in the worker."""
+    """A client that connects and sends nothing waits in the poll (after FIRST_REQUEST_WAIT), not
+    in the worker."""
     with Gunicorn(tmp_path, workers=1, app=SLOW_APP) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10):
         time.sleep(0.3)                                # accepted by the one worker
