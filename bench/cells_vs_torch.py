@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch_golden  # noqa: E402
+from common import interleaved_times, replace_section  # noqa: E402
 from service.engine import sequence  # noqa: E402
 from service.engine.problem import Problem, Weights  # noqa: E402
 
@@ -74,19 +74,9 @@ def ms(seconds: float) -> str:
 
 
 def interleaved(fns: list, repeats: int, warmup: int = 3, blocks: int = 10):
-    """Like run.interleaved_medians (the functions take turns in blocks), and also each
-    block's median, so a row can quote how far the ratio moved within this run."""
-    for _ in range(warmup):
-        for f in fns:
-            f()
-    times = [[[] for _ in range(blocks)] for _ in fns]
-    per_block = max(1, repeats // blocks)
-    for b in range(blocks):
-        for i, f in enumerate(fns):
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                f()
-                times[i][b].append(time.perf_counter() - t0)
+    """Like common.interleaved_medians, and also each block's median, so a row can quote how
+    far the ratio moved within this run."""
+    times = interleaved_times(fns, repeats, warmup, blocks)
     medians = [float(np.median(sum(t, []))) for t in times]
     per_block_medians = [[float(np.median(tb)) for tb in t] for t in times]
     return medians, per_block_medians
@@ -390,7 +380,6 @@ def engine_version() -> str:
 
 def write_section(info: dict, command: str) -> None:
     path = ROOT / "bench" / "results.md"
-    text = path.read_text() if path.exists() else ""
     info = {**info, "engine measured at": engine_version()}
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in info.items())
     notes = "\n".join(f"- {n}" for n in ROWS.notes)
@@ -400,10 +389,5 @@ def write_section(info: dict, command: str) -> None:
             f"`cells` or `golden`, the rest of this file is not. Every ratio is torch's time over the "
             f"engine's in this one run (> 1: the engine is faster).\n\n{machine_lines}\n\n"
             f"{ROWS.markdown()}\n\n{notes}\n{END}")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + body + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text)
+    replace_section(path, BEGIN, END, body)
     print(f"\nwrote {path.relative_to(ROOT)} (section {BEGIN})")

@@ -24,7 +24,6 @@ import jax_ref  # noqa: I001  (first: sets XLA_FLAGS and x64 before anything imp
 
 import http.client
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import problems  # noqa: E402
+from common import interleaved_medians, replace_section  # noqa: E402
 import server  # noqa: E402
 from service.engine import evaluate  # noqa: E402
 from service.engine.problem import Problem, Weights  # noqa: E402
@@ -66,22 +66,6 @@ def add(section, case, ours, reference, ratio, bar, higher_is_better, note=""):
 
 def ms(s: float) -> str:
     return f"{s * 1e3:.3f} ms"
-
-
-def interleaved_medians(fns: list, repeats: int, warmup: int = 3, blocks: int = 5) -> list[float]:
-    """As run.interleaved_medians: the functions take turns in blocks, each alone within one."""
-    for _ in range(warmup):
-        for f in fns:
-            f()
-    times = [[] for _ in fns]
-    per_block = max(1, repeats // blocks)
-    for _ in range(blocks):
-        for i, f in enumerate(fns):
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                f()
-                times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
 
 # --- one problem, three forms: the request body, the engine's Problem, JAX's arguments ---
@@ -352,7 +336,6 @@ def bench_floor(quick: bool) -> None:
 
 def write_section(info: dict, command: str) -> None:
     path = ROOT / "bench" / "results.md"
-    text = path.read_text() if path.exists() else ""
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in info.items())
     table = ["| measurement | case | service | reference | ratio | bar | |", "|---|---|---:|---:|---:|---|---|"]
     table += [f"| {r['section']} | {r['case']} | {r['ours']} | {r['reference']} | {r['ratio']:.2f}× | "
@@ -364,10 +347,5 @@ def write_section(info: dict, command: str) -> None:
             f"`jax`, the rest of this file is not. Floor rows: the round trip over its floor (≤ bar passes); "
             f"engine rows: JAX's time over the engine's (≥ bar passes).\n\n{machine_lines}\n\n"
             + "\n".join(table) + f"\n\n{notes}\n{END}")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + body + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text)
+    replace_section(path, BEGIN, END, body)
     print(f"\nwrote {path.relative_to(ROOT)} (section {BEGIN})")

@@ -35,6 +35,7 @@ import pybase64  # noqa: E402
 import torch  # noqa: E402
 
 import cells_vs_torch  # noqa: E402
+from common import interleaved_medians  # noqa: E402
 import problems  # noqa: E402
 import server  # noqa: E402
 import torch_ref  # noqa: E402
@@ -77,24 +78,6 @@ class Table:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
-
-
-def interleaved_medians(fns: list, repeats: int, warmup: int = 3, blocks: int = 5) -> list[float]:
-    """Median wall time of each function. They take turns in blocks, so drift in the
-    machine's load hits all alike, while within a block one runs alone (a server still
-    finishing its last request does not slow the in-process reference down)."""
-    for _ in range(warmup):
-        for f in fns:
-            f()
-    times = [[] for _ in fns]
-    per_block = max(1, repeats // blocks)
-    for _ in range(blocks):
-        for i, f in enumerate(fns):
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                f()
-                times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
 
 # --- the engine in-process against PyTorch autograd in-process ---
