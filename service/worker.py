@@ -102,14 +102,18 @@ class KeepAliveWorker(SyncWorker):
         self.idle: dict = {}               # socket -> connection, oldest first
         try:
             while self.alive and self.is_parent_alive():
-                self.notify()
-                self._dispatch(self._wait())
-                self._expire(time.monotonic())
+                self._turn()
             self._linger()
         finally:
             for conn in self.idle.values():
                 util.close(conn.sock)
             self.poller.close()
+
+    def _turn(self) -> None:
+        """One round of the loop: beat, serve what is readable, close what has expired."""
+        self.notify()
+        self._dispatch(self._wait())
+        self._expire(time.monotonic())
 
     def _wait(self) -> list:
         timeout = 1.0
@@ -133,10 +137,8 @@ class KeepAliveWorker(SyncWorker):
                 if self.alive:
                     self._accept(key.fileobj)
             else:                                       # a kept-alive connection with a request
-                conn = key.data
-                self.poller.unregister(conn.sock)
-                del self.idle[conn.sock]
-                self._serve(conn)
+                self._release(key.data)
+                self._serve(key.data)
 
     def _accept(self, listener) -> None:
         try:
@@ -155,7 +157,6 @@ class KeepAliveWorker(SyncWorker):
         if select.select([sock], [], [], FIRST_REQUEST_WAIT)[0]:
             self._serve(conn)
         else:
-            sock.setblocking(False)
             self._keep(conn)
 
     def _serve(self, conn) -> None:
@@ -167,14 +168,19 @@ class KeepAliveWorker(SyncWorker):
                 return
             if not conn.parser.unreader.buf.getvalue():   # no pipelined request already read
                 break
-        conn.sock.setblocking(False)
         self._keep(conn)
 
     def _keep(self, conn) -> None:
         """Wait in the poll for the connection's next request, up to the keepalive."""
+        conn.sock.setblocking(False)
         conn.deadline = time.monotonic() + (self.cfg.keepalive if self.alive else STOP_LINGER)
         self.idle[conn.sock] = conn
         self.poller.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _release(self, conn) -> None:
+        """Out of the poll: to be served, or closed."""
+        self.poller.unregister(conn.sock)
+        del self.idle[conn.sock]
 
     def _one(self, conn) -> bool:
         """One request: whether the connection stays open after it."""
@@ -255,8 +261,7 @@ class KeepAliveWorker(SyncWorker):
             conn = next(iter(self.idle.values()))
             if conn.deadline > now:
                 return
-            self.poller.unregister(conn.sock)
-            del self.idle[conn.sock]
+            self._release(conn)
             util.close(conn.sock)               # idle: nothing in flight to drain
 
     def _linger(self) -> None:
@@ -267,9 +272,7 @@ class KeepAliveWorker(SyncWorker):
         for conn in self.idle.values():
             conn.deadline = min(conn.deadline, time.monotonic() + STOP_LINGER)
         while self.idle:
-            self.notify()
-            self._dispatch(self._wait())
-            self._expire(time.monotonic())
+            self._turn()
 
 
 def _keep_heap_top() -> None:
